@@ -1,0 +1,216 @@
+//! Actions: `train(...)` and `eval(...)`. Both resolve their inputs from named arguments
+//! first, then from the role slots, and hand a complete plan to the engine.
+
+use super::{param, Args, Builtin, Default::*, Family, Range};
+use crate::diag::Diagnostic;
+use crate::eval::{Interp, Value};
+use crate::kind::{with_article, Kinds};
+use crate::spec::train::{RunLength, TrainPlan};
+use crate::spec::{OptimSpec, Schedule};
+use crate::syntax::Role;
+
+/// A slot's value: the same-named argument if given, else the slot.
+fn input(interp: &Interp, a: &Args, role: Role) -> Option<Value> {
+    if a.given(role.name()) {
+        a.get(role.name())
+    } else {
+        interp.slot(role)
+    }
+}
+
+fn missing(a: &Args, role: Role) -> Diagnostic {
+    missing_slot(a.builtin.name, role, a.call_span)
+}
+
+/// An action's input is neither passed nor set as a slot (shared with the checker).
+pub fn missing_slot(callee: &str, role: Role, at: crate::diag::Span) -> Diagnostic {
+    let example = match role {
+        Role::Student | Role::Teacher => "llama(layers=8, dim=512)",
+        Role::Data => "text(\"corpus.txt\")",
+        Role::Loss => "0.5*ce + 0.5*kl(T=2)*T^2",
+        Role::Tokenizer => "\"tokenizer.json\"",
+        Role::Optim => "adamw(lr=3e-4)",
+        Role::Schedule => "warmup(200) >> cosine(5e-4, 5e-5)",
+    };
+    Diagnostic::error(format!("`{callee}` needs a {}, but none is set", role.name()))
+        .label(at, format!("no {} here", role.name()))
+        .help(format!("set one before this line with `{} {example}`, or pass `{}=` to {callee}", role.name(), role.name()))
+}
+
+/// The loss has teacher terms but no teacher is set (shared with the checker).
+pub fn missing_teacher(terms: Option<String>, at: crate::diag::Span) -> Diagnostic {
+    let which = terms.map(|t| format!(" ({t})")).unwrap_or_default();
+    Diagnostic::error(format!("the loss compares the student with a teacher{which}, but no teacher is set"))
+        .label(at, "no teacher here")
+        .help("set one with `teacher ...`, or train on the data alone with `loss ce`")
+}
+
+/// Neither steps= nor epochs= (shared with the checker).
+pub fn missing_length(callee: &str, at: crate::diag::Span) -> Diagnostic {
+    Diagnostic::error(format!("`{callee}` needs a length: steps= or epochs="))
+        .label(at, "how long?")
+        .help("e.g. train(steps=1000) or train(epochs=3)")
+}
+
+/// "kl, mse": the loss terms that need a teacher.
+pub fn teacher_terms(loss: &crate::spec::LossExpr) -> String {
+    let mut names: Vec<&str> = loss.terms.iter().filter(|(_, t)| t.kind.needs_teacher()).map(|(_, t)| t.kind.name()).collect();
+    names.dedup();
+    names.join(", ")
+}
+
+fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
+    let teacher = match input(interp, a, Role::Teacher) {
+        Some(Value::Model(m)) => Some((*m).clone()),
+        _ => None,
+    };
+    let mut student = match input(interp, a, Role::Student) {
+        Some(Value::Model(m)) => (*m).clone(),
+        _ => return Err(missing(a, Role::Student)),
+    };
+    let data = match input(interp, a, Role::Data) {
+        Some(Value::Data(d)) => (*d).clone(),
+        _ => return Err(missing(a, Role::Data)),
+    };
+    let loss = match input(interp, a, Role::Loss) {
+        Some(Value::Loss(l)) => (*l).clone(),
+        _ => return Err(missing(a, Role::Loss)),
+    };
+    if loss.needs_teacher() && teacher.is_none() {
+        return Err(missing_teacher(Some(teacher_terms(&loss)), a.call_span));
+    }
+    if student.vocab.is_none() {
+        student.vocab = interp.known_vocab().or(teacher.as_ref().and_then(|t| t.vocab));
+    }
+    let Some(sv) = student.vocab else {
+        return Err(Diagnostic::error("the student's vocabulary size is not known")
+            .label(a.call_span, "training here")
+            .help("pass vocab= to llama(...), or set a tokenizer or a teacher"));
+    };
+    if let Some(tv) = teacher.as_ref().and_then(|t| t.vocab) {
+        if tv != sv && loss.terms.iter().any(|(_, t)| t.kind.is_kl_family()) {
+            return Err(Diagnostic::error(format!("teacher and student vocabularies differ: teacher {tv}, student {sv}"))
+                .label(a.call_span, "training here")
+                .note("logit terms (kl, rkl, js, tvd, skl) compare distributions over the same tokens")
+                .help("give the student the teacher's vocabulary (leave out vocab= to inherit it)"));
+        }
+    }
+    let optim = match input(interp, a, Role::Optim) {
+        Some(Value::Optim(o)) => (*o).clone(),
+        _ => OptimSpec::AdamW { lr: Schedule::Const(3e-4), betas: (0.9, 0.999), wd: 0.01, eps: 1e-8 },
+    };
+    let lr = match input(interp, a, Role::Schedule) {
+        Some(v) => v.as_schedule().unwrap_or_else(|| optim.lr().clone()),
+        None => optim.lr().clone(),
+    };
+    let length = match (a.opt_num("steps")?, a.opt_num("epochs")?) {
+        (Some(s), None) => RunLength::Steps(s as u64),
+        (None, Some(e)) => RunLength::Epochs(e),
+        (Some(_), Some(_)) => {
+            return Err(a.error("epochs", "give `steps=` or `epochs=`, not both").help("steps counts optimizer steps; epochs counts passes over the training split"))
+        }
+        (None, None) => return Err(missing_length(a.builtin.name, a.call_span)),
+    };
+    let opt_str = |name: &str| -> Result<Option<String>, Diagnostic> { if a.given(name) { a.string(name).map(Some) } else { Ok(None) } };
+    Ok(TrainPlan {
+        teacher,
+        student,
+        data,
+        loss,
+        optim,
+        lr,
+        length,
+        batch: a.count("batch")?,
+        seq: a.count("seq")?,
+        accumulate: a.count("accumulate")?,
+        clip: a.num("clip")?,
+        seed: a.num("seed")? as u64,
+        eval_every: a.opt_num("eval_every")?.map(|x| x as u64),
+        save_every: a.opt_num("save_every")?.map(|x| x as u64),
+        out: opt_str("out")?,
+        resume: opt_str("resume")?,
+    })
+}
+
+fn role_param(role: Role, kinds: Kinds, doc: &'static str) -> super::ParamSpec {
+    param(role.name(), kinds, Optional, doc)
+}
+
+fn train(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
+    let plan = plan(interp, a)?;
+    interp.say(&plan.describe());
+    if a.boolean("dry")? {
+        return Ok(Value::Nothing);
+    }
+    Err(Diagnostic::error("this kdl build has no training engine yet")
+        .label(a.call_span, "training here")
+        .note("kdl 0.1 checks and plans distillation runs; the libtorch training loop is the next milestone")
+        .help("pass dry=true to print the plan without training"))
+}
+
+fn eval_action(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
+    let model = match input(interp, a, Role::Student) {
+        Some(Value::Model(m)) => m,
+        Some(other) => return Err(a.error("student", format!("`eval` needs a model, got {}", with_article(other.kind())))),
+        None => return Err(missing(a, Role::Student)),
+    };
+    let data = match input(interp, a, Role::Data) {
+        Some(Value::Data(d)) => d,
+        _ => return Err(missing(a, Role::Data)),
+    };
+    interp.say(&format!("eval plan\n  model    {}\n  data     {}", model.one_line(), data.describe()));
+    Err(Diagnostic::error("this kdl build has no evaluation engine yet")
+        .label(a.call_span, "evaluating here")
+        .note("kdl 0.1 checks and plans runs; perplexity evaluation arrives with the libtorch engine"))
+}
+
+pub fn table() -> Vec<Builtin> {
+    let n = Kinds::NUMBER;
+    let s = Kinds::STRING;
+    vec![
+        Builtin {
+            name: "train",
+            family: Family::Actions,
+            params: vec![
+                param("steps", n, Optional, "optimizer steps (or give epochs=)").range(Range::PositiveInt),
+                param("epochs", n, Optional, "passes over the training split").range(Range::Positive),
+                param("batch", n, Num(8.0), "sequences per micro-batch").range(Range::PositiveInt),
+                param("seq", n, Num(256.0), "tokens per sequence").range(Range::PositiveInt),
+                param("accumulate", n, Num(1.0), "micro-batches per optimizer step").range(Range::PositiveInt),
+                param("clip", n, Num(1.0), "gradient-norm clipping (0 = off)").range(Range::NonNegative),
+                param("seed", n, Num(0.0), "seed for init, shuffling and dropout").range(Range::NonNegativeInt),
+                param("eval_every", n, Optional, "steps between validation passes").range(Range::PositiveInt),
+                param("save_every", n, Optional, "steps between checkpoints").range(Range::PositiveInt),
+                param("out", s, Optional, "run folder, e.g. \"runs/telugu-50m\""),
+                param("resume", s, Optional, "run folder to continue from"),
+                param("dry", Kinds::BOOL, Bool(false), "print the plan without training"),
+                role_param(Role::Teacher, Kinds::MODEL, "teacher (default: the teacher slot)"),
+                role_param(Role::Student, Kinds::MODEL, "student (default: the student slot)"),
+                role_param(Role::Data, Kinds::DATA, "data (default: the data slot)"),
+                role_param(Role::Loss, Kinds::LOSS, "loss (default: the loss slot)"),
+                role_param(Role::Optim, Kinds::OPTIM, "optimizer (default: the optim slot, else adamw())"),
+                role_param(Role::Schedule, Kinds::SCALAR, "learning-rate schedule (default: the schedule slot)"),
+            ],
+            returns: Kinds::NOTHING,
+            doc: "distils the teacher into the student on the data with the loss",
+            example: "train(steps=1000, batch=8, seq=256, out=\"runs/quick\")",
+            run: train,
+            pure: false,
+            slots: &[Role::Student, Role::Data, Role::Loss],
+        },
+        Builtin {
+            name: "eval",
+            family: Family::Actions,
+            params: vec![
+                role_param(Role::Student, Kinds::MODEL, "model to evaluate (default: the student slot)"),
+                role_param(Role::Data, Kinds::DATA, "data (default: the data slot's validation split)"),
+            ],
+            returns: Kinds::NOTHING,
+            doc: "validation loss and perplexity of a model",
+            example: "eval()",
+            run: eval_action,
+            pure: false,
+            slots: &[Role::Student, Role::Data],
+        },
+    ]
+}

@@ -1,0 +1,180 @@
+//! Loss terms. Each builtin returns a one-term loss expression; `+`, `-` and weights
+//! combine them. The engine compiles the sum into one plan; see `spec::loss`.
+
+use super::{param, Args, Builtin, Default::*, Family, Range};
+use crate::diag::Diagnostic;
+use crate::eval::{Interp, Value};
+use crate::kind::Kinds;
+use crate::spec::{fmt_num, LayerMap, LossExpr, Schedule, Term, TermKind};
+use std::rc::Rc;
+
+fn temperature(a: &Args) -> Result<Schedule, Diagnostic> {
+    let t = a.schedule("T")?;
+    let (lo, _) = t.range(1000);
+    if lo <= 0.0 {
+        return Err(a
+            .error("T", format!("temperature must stay above 0, but here it reaches {}", fmt_num(lo)))
+            .help("T = 1 leaves the distributions as they are; T = 2 to 4 softens them (Hinton et al.)"));
+    }
+    Ok(t)
+}
+
+fn term(kind: TermKind, t: Schedule, mix: Option<f64>, layers: Option<LayerMap>) -> Value {
+    Value::Loss(Rc::new(LossExpr::single(Term { kind, t, mix, layers })))
+}
+
+fn layer_map(a: &Args) -> Result<LayerMap, Diagnostic> {
+    match a.get("layers") {
+        None => Ok(LayerMap::Every(1)),
+        Some(Value::Layers(m)) => Ok((*m).clone()),
+        Some(Value::List(items)) => {
+            let mut pairs = Vec::new();
+            for item in items.iter() {
+                match item {
+                    Value::List(p) if p.len() == 2 => match (&p[0], &p[1]) {
+                        (Value::Num(s), Value::Num(t)) if *s >= 0.0 && *t >= 0.0 && s.fract() == 0.0 && t.fract() == 0.0 => {
+                            pairs.push((*s as usize, *t as usize))
+                        }
+                        _ => return Err(a.error("layers", "layer numbers must be whole numbers, 0 or more")),
+                    },
+                    _ => {
+                        return Err(a
+                            .error("layers", "each layer pair is [student_layer, teacher_layer]")
+                            .help("write layers=[[0, 1], [1, 3]] or layers=every(2)"))
+                    }
+                }
+            }
+            if pairs.is_empty() {
+                return Err(a.error("layers", "the layer map is empty"));
+            }
+            Ok(LayerMap::Pairs(pairs))
+        }
+        Some(_) => Err(a.error("layers", "`layers` must be a list of [student, teacher] pairs or every(n)")),
+    }
+}
+
+fn tempered(name: &'static str, kind: TermKind, doc: &'static str, example: &'static str) -> Builtin {
+    Builtin {
+        name,
+        family: Family::Losses,
+        params: vec![param("T", Kinds::SCALAR, Num(1.0), "temperature (number or schedule)")],
+        returns: Kinds::LOSS,
+        doc,
+        example,
+        run: match kind {
+            TermKind::Kl => run_kl,
+            TermKind::Rkl => run_rkl,
+            _ => run_tvd,
+        },
+        pure: true,
+        slots: &[],
+    }
+}
+
+fn run_kl(_: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
+    Ok(term(TermKind::Kl, temperature(a)?, None, None))
+}
+
+fn run_rkl(_: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
+    Ok(term(TermKind::Rkl, temperature(a)?, None, None))
+}
+
+fn run_tvd(_: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
+    Ok(term(TermKind::Tvd, temperature(a)?, None, None))
+}
+
+pub fn constants() -> Vec<(&'static str, Value, &'static str)> {
+    vec![(
+        "ce",
+        Value::Loss(Rc::new(LossExpr::single(Term { kind: TermKind::Ce, t: Schedule::Const(1.0), mix: None, layers: None }))),
+        "cross-entropy of the student on the data's next tokens (hard labels)",
+    )]
+}
+
+pub fn table() -> Vec<Builtin> {
+    let t = || param("T", Kinds::SCALAR, Num(1.0), "temperature (number or schedule)");
+    let layers = || param("layers", Kinds::LIST, Optional, "[[student, teacher], ...] layer pairs, or every(n)");
+    vec![
+        tempered("kl", TermKind::Kl, "forward KL(teacher ‖ student) on tempered distributions", "kl(T=2)*T^2"),
+        tempered("rkl", TermKind::Rkl, "reverse KL(student ‖ teacher): mode-seeking", "rkl(T=1)"),
+        tempered("tvd", TermKind::Tvd, "total variation distance between tempered distributions", "tvd(T=1)"),
+        Builtin {
+            name: "js",
+            family: Family::Losses,
+            params: vec![t(), param("beta", Kinds::NUMBER, Num(0.5), "mixture weight").range(Range::OpenUnit)],
+            returns: Kinds::LOSS,
+            doc: "generalised Jensen–Shannon divergence with mixture weight beta",
+            example: "js(T=1, beta=0.5)",
+            run: |_, a| Ok(term(TermKind::Js, temperature(a)?, Some(a.num("beta")?), None)),
+            pure: true,
+            slots: &[],
+        },
+        Builtin {
+            name: "skl",
+            family: Family::Losses,
+            params: vec![t(), param("a", Kinds::NUMBER, Num(0.1), "skew: KL(p ‖ a·p + (1−a)·q)").range(Range::OpenUnit)],
+            returns: Kinds::LOSS,
+            doc: "skew KL divergence (DistiLLM): KL(teacher ‖ a·teacher + (1−a)·student)",
+            example: "skl(T=1, a=0.1)",
+            run: |_, a| Ok(term(TermKind::Skl, temperature(a)?, Some(a.num("a")?), None)),
+            pure: true,
+            slots: &[],
+        },
+        Builtin {
+            name: "mse",
+            family: Family::Losses,
+            params: vec![layers()],
+            returns: Kinds::LOSS,
+            doc: "mean squared error between matched hidden states (a learned projection when widths differ)",
+            example: "mse(layers=every(2))",
+            run: |_, a| Ok(term(TermKind::Mse, Schedule::Const(1.0), None, Some(layer_map(a)?))),
+            pure: true,
+            slots: &[],
+        },
+        Builtin {
+            name: "cosine",
+            family: Family::Schedules,
+            params: vec![
+                param("from", Kinds::NUMBER, Optional, "schedule: first value"),
+                param("to", Kinds::NUMBER, Optional, "schedule: last value"),
+                param("steps", Kinds::NUMBER, Optional, "schedule: length (default: the rest of the run)").range(Range::PositiveInt),
+                layers(),
+            ],
+            returns: Kinds::SCHEDULE | Kinds::LOSS,
+            doc: "two uses: cosine(from, to) is a cosine-decay schedule; cosine(layers=..) is a cosine-distance loss on hidden states",
+            example: "warmup(200) >> cosine(5e-4, 5e-5)",
+            run: |_, a| cosine(a),
+            pure: true,
+            slots: &[],
+        },
+        Builtin {
+            name: "every",
+            family: Family::Losses,
+            params: vec![param("n", Kinds::NUMBER, Required, "teacher layers per student layer").range(Range::PositiveInt)],
+            returns: Kinds::LIST,
+            doc: "layer map for hidden-state losses: student layer i matches teacher layer (i+1)·n − 1",
+            example: "mse(layers=every(2))",
+            run: |_, a| Ok(Value::Layers(Rc::new(LayerMap::Every(a.count("n")?)))),
+            pure: true,
+            slots: &[],
+        },
+    ]
+}
+
+/// Which `cosine` is meant follows from its arguments; see the table entry.
+fn cosine(a: &Args) -> Result<Value, Diagnostic> {
+    if a.given("layers") {
+        if a.given("from") || a.given("to") || a.given("steps") {
+            return Err(a
+                .error("layers", "`cosine` got both schedule arguments and layers=")
+                .help("cosine(from, to) is a schedule; cosine(layers=..) is a hidden-state loss: use one"));
+        }
+        return Ok(term(TermKind::Cosine, Schedule::Const(1.0), None, Some(layer_map(a)?)));
+    }
+    match (a.opt_num("from")?, a.opt_num("to")?) {
+        (Some(from), Some(to)) => Ok(Value::Schedule(Rc::new(Schedule::Cosine { from, to, steps: a.opt_num("steps")?.map(|s| s as u64) }))),
+        _ => Err(Diagnostic::error("`cosine` needs from and to (a schedule) or layers= (a hidden-state loss)")
+            .label(a.call_span, "incomplete")
+            .help("write cosine(5e-4, 5e-5) for a decay, or cosine(layers=every(2)) for a loss")),
+    }
+}

@@ -1,0 +1,79 @@
+//! Model builders. `llama(...)` fills what is not given by the usual recipes: heads from a
+//! 64-wide head, SwiGLU width, tied embeddings (the small-student default).
+
+use super::{param, Args, Builtin, Default::*, Family, Range};
+use crate::diag::Diagnostic;
+use crate::eval::Value;
+use crate::kind::Kinds;
+use crate::spec::model::{swiglu_hidden, DEFAULT_HEAD_DIM};
+use crate::spec::LlamaSpec;
+use std::rc::Rc;
+
+fn llama(a: &Args) -> Result<Value, Diagnostic> {
+    let layers = a.count("layers")?;
+    let dim = a.count("dim")?;
+    let heads = match a.opt_count("heads")? {
+        Some(h) => h,
+        None => {
+            if dim % DEFAULT_HEAD_DIM != 0 {
+                return Err(a
+                    .error("dim", format!("dim {dim} is not a multiple of {DEFAULT_HEAD_DIM}, so kdl cannot pick the number of heads"))
+                    .help(format!("pass heads= so that dim / heads is a whole head width (e.g. heads={})", (dim / DEFAULT_HEAD_DIM).max(1))));
+            }
+            dim / DEFAULT_HEAD_DIM
+        }
+    };
+    if dim % heads != 0 {
+        return Err(a
+            .error("heads", format!("dim {dim} does not split into {heads} heads"))
+            .help("choose heads so that dim / heads is a whole number (64 is usual)"));
+    }
+    let kv_heads = a.opt_count("kv_heads")?.unwrap_or(heads);
+    if kv_heads > heads || heads % kv_heads != 0 {
+        return Err(a
+            .error("kv_heads", format!("{heads} query heads cannot share {kv_heads} key/value heads evenly"))
+            .help("grouped-query attention needs heads to be a multiple of kv_heads (e.g. 9 heads with 3 kv_heads)"));
+    }
+    let spec = LlamaSpec {
+        layers,
+        dim,
+        heads,
+        kv_heads,
+        ffn: a.opt_count("ffn")?.unwrap_or_else(|| swiglu_hidden(dim)),
+        vocab: a.opt_count("vocab")?,
+        tie: a.boolean("tie")?,
+        rope_theta: a.num("rope_theta")?,
+        norm_eps: a.num("norm_eps")?,
+        max_seq: a.count("max_seq")?,
+        qkv_bias: a.boolean("qkv_bias")?,
+    };
+    Ok(Value::Model(Rc::new(spec)))
+}
+
+pub fn table() -> Vec<Builtin> {
+    let n = Kinds::NUMBER;
+    let b = Kinds::BOOL;
+    vec![Builtin {
+        name: "llama",
+        family: Family::Models,
+        params: vec![
+            param("layers", n, Required, "decoder blocks").range(Range::PositiveInt),
+            param("dim", n, Required, "hidden width").range(Range::PositiveInt),
+            param("heads", n, Optional, "attention heads (default dim/64)").range(Range::PositiveInt),
+            param("kv_heads", n, Optional, "key/value heads for grouped-query attention (default heads)").range(Range::PositiveInt),
+            param("ffn", n, Optional, "SwiGLU hidden width (default 8/3·dim rounded up to 64)").range(Range::PositiveInt),
+            param("vocab", n, Optional, "vocabulary size (default: the tokenizer's or the teacher's)").range(Range::PositiveInt),
+            param("tie", b, Bool(true), "share the input embedding with the output head"),
+            param("rope_theta", n, Num(10000.0), "RoPE base frequency").range(Range::Positive),
+            param("norm_eps", n, Num(1e-5), "RMSNorm epsilon").range(Range::Positive),
+            param("max_seq", n, Num(2048.0), "longest sequence").range(Range::PositiveInt),
+            param("qkv_bias", b, Bool(false), "bias on q/k/v projections (Qwen2-style)"),
+        ],
+        returns: Kinds::MODEL,
+        doc: "a llama-family decoder: RMSNorm, RoPE, grouped-query attention, SwiGLU",
+        example: "llama(layers=8, dim=512)",
+        run: |_, a| llama(a),
+        pure: true,
+        slots: &[],
+    }]
+}

@@ -1,0 +1,141 @@
+//! The `kdl` command line: `run`, `check`, `repl`, `info`. Thin over `Session`; the
+//! language lives in the library. Exit codes: 0 ok, 1 script errors, 2 usage or IO.
+
+mod help;
+mod repl;
+mod repl_helper;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kdl::diag::Diagnostic;
+use kdl::session::Error;
+use kdl::Session;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const EXAMPLES: &str = "\
+Examples:
+  kdl run examples/quickstart.kd        run a script
+  kdl run -e 'use arch; print telugu_50m()'
+  kdl check examples/card.kd            every static check, nothing runs
+  kdl repl                              explore interactively (:help inside)
+  kdl repl examples/card.kd             run a file, then keep its bindings";
+
+#[derive(Parser)]
+#[command(name = "kdl", version, about = "kdl, the knowledge-distillation language", after_help = EXAMPLES)]
+struct Cli {
+    /// Colour in diagnostics
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    color: ColorChoice,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check and run a .kd script
+    #[command(after_help = "Examples:\n  kdl run examples/quickstart.kd\n  kdl run -e 'use losses; print hinton(T=4)'")]
+    Run {
+        /// The script
+        #[arg(required_unless_present = "expr")]
+        file: Option<PathBuf>,
+        /// Run this code instead of a file
+        #[arg(short = 'e', long = "eval", value_name = "CODE", conflicts_with = "file")]
+        expr: Option<String>,
+    },
+    /// Run every static check on scripts, without running them
+    #[command(after_help = "Examples:\n  kdl check examples/card.kd\n  kdl check examples/*.kd")]
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Interactive session (runs FILE first when given)
+    #[command(after_help = "Examples:\n  kdl repl\n  kdl repl examples/card.kd\nInside: :help, :type EXPR, :load FILE, :quit")]
+    Repl { file: Option<PathBuf> },
+    /// Show the device, CPU features and stdlib modules
+    Info,
+}
+
+fn use_color(choice: ColorChoice) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    }
+}
+
+fn report(session: &Session, diags: &[Diagnostic], color: bool) {
+    if !diags.is_empty() {
+        eprint!("{}", session.render(diags, color));
+    }
+}
+
+fn exit_for(err: &Error) -> ExitCode {
+    ExitCode::from(if err.io { 2 } else { 1 })
+}
+
+fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let color = use_color(cli.color);
+    match cli.command {
+        Command::Run { file, expr } => {
+            let mut session = Session::new();
+            let prepared = match (&file, &expr) {
+                (_, Some(code)) => session.prepare_str("<-e>", code),
+                (Some(f), None) => session.prepare_file(f),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            // Warnings come before any output, errors stop the run before it starts.
+            let warnings = session.take_warnings();
+            report(&session, &warnings, color);
+            let result = prepared.and_then(|p| session.execute(p)).map(|_| ());
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    report(&session, &e.diagnostics, color);
+                    exit_for(&e)
+                }
+            }
+        }
+        Command::Check { files } => {
+            let mut worst = 0u8;
+            for f in files {
+                let mut session = Session::new();
+                match session.check_file(&f) {
+                    Ok(warnings) => {
+                        report(&session, &warnings, color);
+                        let w = if warnings.is_empty() { String::new() } else { format!(", {}", count(warnings.len(), "warning")) };
+                        println!("{}: ok{w}", f.display());
+                    }
+                    Err(e) => {
+                        report(&session, &e.diagnostics, color);
+                        let errors = e.diagnostics.iter().filter(|d| d.is_error()).count();
+                        let warnings = e.diagnostics.len() - errors;
+                        let w = if warnings == 0 { String::new() } else { format!(", {}", count(warnings, "warning")) };
+                        eprintln!("{}: {}{w}", f.display(), count(errors, "error"));
+                        worst = worst.max(if e.io { 2 } else { 1 });
+                    }
+                }
+            }
+            ExitCode::from(worst)
+        }
+        Command::Repl { file } => repl::run(file, color),
+        Command::Info => {
+            println!("kdl {}", env!("CARGO_PKG_VERSION"));
+            println!("device   {}", kdl::engine::describe_device());
+            println!("stdlib   {}", kdl::loader::stdlib_names().join(", "));
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Stage 3, eval: runs checked statements. Values (`value.rs`) include the spec values the
+//! engine consumes; builtins are called through the table in `crate::builtins`. The
+//! entry point is `Interp::exec_module`; `Session` wraps it for hosts.
+
+mod env;
+mod expr;
+mod interp;
+pub mod ops;
+mod save;
+mod value;
+
+pub use env::Scope;
+pub use expr::{member, CallArgs};
+pub use interp::{global_scope, Interp, Out};
+pub use save::{write_dir_atomic, write_file_atomic};
+pub use value::{Closure, ModuleValue, StageValue, TokenizerValue, Value};

@@ -1,0 +1,162 @@
+//! Runtime values. Heavy things (models, data, tokenizers) sit behind `Rc` handles so
+//! `let t2 = t` shares instead of copying; the engine's values (loaded models, tensors)
+//! join this enum as further handle variants.
+
+use super::env::Scope;
+use crate::builtins::Builtin;
+use crate::kind::Kinds;
+use crate::spec::{fmt_num, DataSpec, LayerMap, LlamaSpec, LossExpr, OptimSpec, Schedule};
+use crate::syntax::{Param, SExpr};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+#[derive(Clone)]
+pub enum Value {
+    Nothing,
+    Num(f64),
+    Str(Rc<str>),
+    Bool(bool),
+    List(Rc<Vec<Value>>),
+    Func(Rc<Closure>),
+    Builtin(&'static Builtin),
+    Model(Rc<LlamaSpec>),
+    Loss(Rc<LossExpr>),
+    Schedule(Rc<Schedule>),
+    Optim(Rc<OptimSpec>),
+    Data(Rc<DataSpec>),
+    Tokenizer(Rc<TokenizerValue>),
+    Layers(Rc<LayerMap>),
+    Stage(Rc<StageValue>),
+    Module(Rc<ModuleValue>),
+}
+
+/// A `def`: parameters, body, and the scope it was defined in.
+pub struct Closure {
+    pub name: String,
+    pub params: Vec<Param>,
+    pub body: SExpr,
+    pub scope: Rc<RefCell<Scope>>,
+}
+
+pub struct TokenizerValue {
+    pub source: String,
+    pub tokenizer: tokenizers::Tokenizer,
+}
+
+impl TokenizerValue {
+    pub fn vocab(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+}
+
+/// What a finished `stage NAME { ... }` leaves behind: its role slots.
+pub struct StageValue {
+    pub name: String,
+    pub slots: BTreeMap<String, Value>,
+}
+
+/// A `use`d module: its top-level names.
+pub struct ModuleValue {
+    pub name: String,
+    pub names: BTreeMap<String, Value>,
+}
+
+impl Value {
+    pub fn kind(&self) -> Kinds {
+        match self {
+            Value::Nothing => Kinds::NOTHING,
+            Value::Num(_) => Kinds::NUMBER,
+            Value::Str(_) => Kinds::STRING,
+            Value::Bool(_) => Kinds::BOOL,
+            Value::List(_) | Value::Layers(_) => Kinds::LIST,
+            Value::Func(_) | Value::Builtin(_) => Kinds::FUNCTION,
+            Value::Model(_) => Kinds::MODEL,
+            Value::Loss(_) => Kinds::LOSS,
+            Value::Schedule(_) => Kinds::SCHEDULE,
+            Value::Optim(_) => Kinds::OPTIM,
+            Value::Data(_) => Kinds::DATA,
+            Value::Tokenizer(_) => Kinds::TOKENIZER,
+            Value::Stage(_) => Kinds::STAGE,
+            Value::Module(_) => Kinds::MODULE,
+        }
+    }
+
+    pub fn str(s: &str) -> Value {
+        Value::Str(Rc::from(s))
+    }
+
+    /// Numbers are constant schedules wherever a schedule is expected.
+    pub fn as_schedule(&self) -> Option<Schedule> {
+        match self {
+            Value::Num(n) => Some(Schedule::Const(*n)),
+            Value::Schedule(s) => Some((**s).clone()),
+            _ => None,
+        }
+    }
+
+    /// One-line form, used inside lists and messages.
+    pub fn short(&self) -> String {
+        match self {
+            Value::Nothing => "nothing".into(),
+            Value::Num(n) => fmt_num(*n),
+            Value::Str(s) => format!("{s:?}"),
+            Value::Bool(b) => b.to_string(),
+            Value::List(items) => format!("[{}]", items.iter().map(|v| v.short()).collect::<Vec<_>>().join(", ")),
+            Value::Func(c) => format!("<def {}>", c.name),
+            Value::Builtin(b) => format!("<builtin {}>", b.name),
+            Value::Model(m) => m.one_line(),
+            Value::Loss(l) => format!("loss {}", l.describe()),
+            Value::Schedule(s) => format!("schedule {}", s.describe()),
+            Value::Optim(o) => o.describe(),
+            Value::Data(d) => d.describe(),
+            Value::Tokenizer(t) => format!("tokenizer({:?}) [vocab {}]", t.source, t.vocab()),
+            Value::Layers(l) => l.describe(),
+            Value::Stage(s) => format!("<stage {}>", s.name),
+            Value::Module(m) => format!("<module {}>", m.name),
+        }
+    }
+
+    /// What `print` shows: multi-line for models, stages and modules.
+    pub fn display(&self) -> String {
+        match self {
+            Value::Str(s) => s.to_string(),
+            Value::Model(m) => m.describe(),
+            Value::Stage(s) => {
+                let mut out = format!("stage {}", s.name);
+                for (k, v) in &s.slots {
+                    out.push_str(&format!("\n  {k:<10} {}", v.short()));
+                }
+                out
+            }
+            Value::Module(m) => {
+                let names: Vec<&str> = m.names.keys().map(|k| k.as_str()).collect();
+                format!("module {}: {}", m.name, names.join(", "))
+            }
+            other => other.short(),
+        }
+    }
+
+    /// Structural equality for `==`; handles compare by identity.
+    pub fn equals(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Nothing, Value::Nothing) => true,
+            (Value::Num(a), Value::Num(b)) => a == b,
+            (Value::Str(a), Value::Str(b)) => a == b,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::List(a), Value::List(b)) => a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.equals(y)),
+            (Value::Model(a), Value::Model(b)) => a == b,
+            (Value::Loss(a), Value::Loss(b)) => a == b,
+            (Value::Schedule(a), Value::Schedule(b)) => a == b,
+            (Value::Optim(a), Value::Optim(b)) => a == b,
+            (Value::Data(a), Value::Data(b)) => a == b,
+            (Value::Layers(a), Value::Layers(b)) => a == b,
+            (Value::Builtin(a), Value::Builtin(b)) => std::ptr::eq(*a, *b),
+            (Value::Func(a), Value::Func(b)) => Rc::ptr_eq(a, b),
+            (Value::Tokenizer(a), Value::Tokenizer(b)) => Rc::ptr_eq(a, b),
+            (Value::Stage(a), Value::Stage(b)) => Rc::ptr_eq(a, b),
+            (Value::Module(a), Value::Module(b)) => Rc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}

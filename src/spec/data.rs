@@ -1,0 +1,37 @@
+//! Data specs: where training text comes from and how it is split. Tokenizing, caching and
+//! packing happen in the engine.
+
+use super::fmt_num;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSource {
+    /// A file, a directory of `.txt` files, or a glob.
+    Text { pattern: String, files: Vec<String> },
+    /// JSON lines, one document per line under `field`.
+    Jsonl { path: String, field: String },
+    /// JSON lines of `{"messages": [{"role", "content"}]}`; loss only on assistant turns.
+    Chat { path: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataSpec {
+    pub source: DataSource,
+    /// Fraction kept for training; the rest is the validation split.
+    pub train_fraction: Option<f64>,
+}
+
+impl DataSpec {
+    pub fn describe(&self) -> String {
+        let base = match &self.source {
+            DataSource::Text { pattern, files } => {
+                format!("text({pattern:?}) [{} file{}]", files.len(), if files.len() == 1 { "" } else { "s" })
+            }
+            DataSource::Jsonl { path, field } => format!("jsonl({path:?}, field={field:?})"),
+            DataSource::Chat { path } => format!("chat({path:?})"),
+        };
+        match self.train_fraction {
+            Some(f) => format!("{base}.split({})", fmt_num(f)),
+            None => base,
+        }
+    }
+}

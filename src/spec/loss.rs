@@ -1,0 +1,153 @@
+//! Loss expressions: a weighted sum of terms, kept symbolic until the engine compiles it
+//! into a plan (one log-softmax per temperature, shared across terms).
+
+use super::{fmt_num, Schedule};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TermKind {
+    Ce,
+    Kl,
+    Rkl,
+    Js,
+    Tvd,
+    Skl,
+    Mse,
+    Cosine,
+}
+
+impl TermKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TermKind::Ce => "ce",
+            TermKind::Kl => "kl",
+            TermKind::Rkl => "rkl",
+            TermKind::Js => "js",
+            TermKind::Tvd => "tvd",
+            TermKind::Skl => "skl",
+            TermKind::Mse => "mse",
+            TermKind::Cosine => "cosine",
+        }
+    }
+
+    /// Terms that compare the student with the teacher need a teacher to run.
+    pub fn needs_teacher(self) -> bool {
+        self != TermKind::Ce
+    }
+
+    /// Divergences between tempered distributions: their gradients shrink by 1/T².
+    pub fn is_kl_family(self) -> bool {
+        matches!(self, TermKind::Kl | TermKind::Rkl | TermKind::Js | TermKind::Tvd | TermKind::Skl)
+    }
+}
+
+/// Which student layer is matched to which teacher layer for hidden-state terms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LayerMap {
+    Pairs(Vec<(usize, usize)>),
+    /// Student layer i matches teacher layer (i+1)·n − 1.
+    Every(usize),
+}
+
+impl LayerMap {
+    pub fn describe(&self) -> String {
+        match self {
+            LayerMap::Every(n) => format!("every({n})"),
+            LayerMap::Pairs(p) => {
+                let items: Vec<String> = p.iter().map(|(s, t)| format!("[{s}, {t}]")).collect();
+                format!("[{}]", items.join(", "))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Term {
+    pub kind: TermKind,
+    /// Temperature (KL family); 1 elsewhere.
+    pub t: Schedule,
+    /// `js` mixing weight β or `skl` skew α.
+    pub mix: Option<f64>,
+    pub layers: Option<LayerMap>,
+}
+
+impl Term {
+    pub fn describe(&self) -> String {
+        let mut args = Vec::new();
+        if self.kind.is_kl_family() && self.t != Schedule::Const(1.0) {
+            args.push(format!("T={}", self.t.describe()));
+        }
+        if let Some(m) = self.mix {
+            args.push(format!("{}={}", if self.kind == TermKind::Js { "beta" } else { "a" }, fmt_num(m)));
+        }
+        if let Some(l) = &self.layers {
+            args.push(format!("layers={}", l.describe()));
+        }
+        if args.is_empty() {
+            self.kind.name().to_string()
+        } else {
+            format!("{}({})", self.kind.name(), args.join(", "))
+        }
+    }
+}
+
+/// Σ weightᵢ · termᵢ
+#[derive(Debug, Clone, PartialEq)]
+pub struct LossExpr {
+    pub terms: Vec<(Schedule, Term)>,
+}
+
+impl LossExpr {
+    pub fn single(term: Term) -> Self {
+        LossExpr { terms: vec![(Schedule::Const(1.0), term)] }
+    }
+
+    pub fn needs_teacher(&self) -> bool {
+        self.terms.iter().any(|(_, t)| t.kind.needs_teacher())
+    }
+
+    pub fn scaled(&self, w: &Schedule) -> LossExpr {
+        LossExpr {
+            terms: self.terms.iter().map(|(x, t)| (mul_weights(x, w), t.clone())).collect(),
+        }
+    }
+
+    pub fn plus(&self, other: &LossExpr) -> LossExpr {
+        let mut terms = self.terms.clone();
+        terms.extend(other.terms.iter().cloned());
+        LossExpr { terms }
+    }
+
+    /// Distinct temperatures the terms need: the engine computes one log-softmax each.
+    pub fn temperatures(&self) -> Vec<Schedule> {
+        let mut out: Vec<Schedule> = Vec::new();
+        for (_, t) in &self.terms {
+            if t.kind.is_kl_family() && !out.contains(&t.t) {
+                out.push(t.t.clone());
+            }
+        }
+        out
+    }
+
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self
+            .terms
+            .iter()
+            .map(|(w, t)| match w.as_const() {
+                Some(c) if c == 1.0 => t.describe(),
+                _ => format!("{}·{}", w.describe(), t.describe()),
+            })
+            .collect();
+        parts.join(" + ")
+    }
+}
+
+/// Weight product that folds constants, so `0.5*kl(T=2)*T^2` reads back as `2·kl(T=2)`.
+pub fn mul_weights(a: &Schedule, b: &Schedule) -> Schedule {
+    use super::schedule::ArithOp;
+    match (a.as_const(), b.as_const()) {
+        (Some(x), Some(y)) => Schedule::Const(x * y),
+        (Some(x), _) if x == 1.0 => b.clone(),
+        (_, Some(y)) if y == 1.0 => a.clone(),
+        _ => Schedule::Arith(ArithOp::Mul, Box::new(a.clone()), Box::new(b.clone())),
+    }
+}

@@ -1,0 +1,87 @@
+//! A training run, fully resolved from slots and `train(...)` arguments: what the engine
+//! needs and what `train(dry=true)` prints.
+
+use super::model::group_digits;
+use super::{fmt_count, fmt_num, DataSpec, LlamaSpec, LossExpr, OptimSpec, Schedule};
+
+#[derive(Debug, Clone)]
+pub struct TrainPlan {
+    pub teacher: Option<LlamaSpec>,
+    pub student: LlamaSpec,
+    pub data: DataSpec,
+    pub loss: LossExpr,
+    pub optim: OptimSpec,
+    /// The learning rate per step: the `schedule` slot if set, else the optimizer's lr.
+    pub lr: Schedule,
+    pub length: RunLength,
+    pub batch: usize,
+    pub seq: usize,
+    pub accumulate: usize,
+    pub clip: f64,
+    pub seed: u64,
+    pub eval_every: Option<u64>,
+    pub save_every: Option<u64>,
+    pub out: Option<String>,
+    pub resume: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RunLength {
+    Steps(u64),
+    Epochs(f64),
+}
+
+impl TrainPlan {
+    pub fn tokens_per_step(&self) -> u64 {
+        (self.batch * self.seq * self.accumulate) as u64
+    }
+
+    pub fn describe(&self) -> String {
+        let mut rows: Vec<(&str, String)> = Vec::new();
+        let student_params = self.student.params().unwrap_or(0);
+        if let Some(t) = &self.teacher {
+            let tp = t.params().unwrap_or(0);
+            rows.push(("teacher", format!("{}  {} params", t.one_line(), fmt_count(tp))));
+            let ratio = if student_params > 0 { tp as f64 / student_params as f64 } else { 0.0 };
+            rows.push(("student", format!("{}  {} params ({:.1}× smaller)", self.student.one_line(), fmt_count(student_params), ratio)));
+        } else {
+            rows.push(("teacher", "none (the loss uses only the data)".into()));
+            rows.push(("student", format!("{}  {} params", self.student.one_line(), fmt_count(student_params))));
+        }
+        rows.push(("data", self.data.describe()));
+        let temps: Vec<String> = self.loss.temperatures().iter().map(|t| t.describe()).collect();
+        let temps = if temps.is_empty() { String::new() } else { format!("  [log-softmax at T = {}]", temps.join(", ")) };
+        rows.push(("loss", format!("{}{temps}", self.loss.describe())));
+        rows.push(("optim", self.optim.describe()));
+        let length = match self.length {
+            RunLength::Steps(s) => format!("{s} steps"),
+            RunLength::Epochs(e) => format!("{} epochs", fmt_num(e)),
+        };
+        rows.push((
+            "run",
+            format!(
+                "{length} × batch {} × seq {}{} = {} tokens/step, clip {}, seed {}",
+                self.batch,
+                self.seq,
+                if self.accumulate > 1 { format!(" × accumulate {}", self.accumulate) } else { String::new() },
+                group_digits(self.tokens_per_step()),
+                fmt_num(self.clip),
+                self.seed
+            ),
+        ));
+        if let RunLength::Steps(total) = self.length {
+            let marks = [0, total / 10, total / 2, total.saturating_sub(1)];
+            let lr: Vec<String> = marks.iter().map(|&s| format!("step {s}: {}", fmt_num(self.lr.at(s, total)))).collect();
+            rows.push(("lr", lr.join(", ")));
+        }
+        if let Some(o) = &self.out {
+            rows.push(("out", o.clone()));
+        }
+        let mut out = String::from("train plan\n");
+        for (k, v) in rows {
+            out.push_str(&format!("  {k:<8} {v}\n"));
+        }
+        out.pop();
+        out
+    }
+}
