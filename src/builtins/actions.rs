@@ -32,7 +32,12 @@ pub fn missing_slot(callee: &str, role: Role, at: crate::diag::Span) -> Diagnost
         Role::Optim => "adamw(lr=3e-4)",
         Role::Schedule => "warmup(200) >> cosine(5e-4, 5e-5)",
     };
-    Diagnostic::error(format!("`{callee}` needs a {}, but none is set", role.name()))
+    let what = match role {
+        Role::Data => "data".to_string(),
+        Role::Optim => "an optimizer".to_string(),
+        other => format!("a {}", other.name()),
+    };
+    Diagnostic::error(format!("`{callee}` needs {what}, but none is set"))
         .label(at, format!("no {} here", role.name()))
         .help(format!("set one before this line with `{} {example}`, or pass `{}=` to {callee}", role.name(), role.name()))
 }

@@ -13,11 +13,13 @@ use std::rc::Rc;
 type CheckedArgs = Vec<(Option<Ident>, Span, Abs)>;
 
 impl Checker {
+    fn lookup_user(&self, name: &str) -> Option<Abs> {
+        self.state.scopes.iter().rev().find_map(|scope| scope.get(name).map(|b| b.abs.clone()))
+    }
+
     pub(crate) fn lookup(&self, name: &str) -> Option<Abs> {
-        for scope in self.state.scopes.iter().rev() {
-            if let Some(b) = scope.get(name) {
-                return Some(b.abs.clone());
-            }
+        if let Some(a) = self.lookup_user(name) {
+            return Some(a);
         }
         if let Some(b) = builtins::lookup(name) {
             return Some(Abs::known(Value::Builtin(b)));
@@ -31,10 +33,10 @@ impl Checker {
         candidates.extend(builtins::constants().into_iter().map(|(n, _, _)| n.to_string()));
         candidates.extend(Role::ALL.iter().map(|r| r.name().to_string()));
         let mut d = Diagnostic::error(format!("`{name}` is not defined")).label(span, "unknown name");
-        if let Some(s) = closest(name, candidates.iter().map(|s| s.as_str())) {
-            d = d.help(format!("did you mean `{s}`?"));
-        } else if name == super::temperature::TEMPERATURE {
+        if name == super::temperature::TEMPERATURE {
             d = d.help("`T` means the temperature of a kl(T=..) term in the same statement; this statement has none");
+        } else if let Some(s) = closest(name, candidates.iter().map(|s| s.as_str())) {
+            d = d.help(format!("did you mean `{s}`?"));
         } else if crate::loader::stdlib_names().iter().any(|m| {
             self.loader.borrow_mut().load_stdlib(m).is_some_and(|l| l.module.stmts.iter().any(|s| defines(s, name)))
         }) {
@@ -83,7 +85,6 @@ impl Checker {
                     Err(err) => {
                         self.report(
                             Diagnostic::error(err.message)
-                                .label(e.span, "in this expression")
                                 .label(lhs.span, format!("this is {}", with_article(a.kinds)))
                                 .label(rhs.span, format!("this is {}", with_article(b.kinds)))
                                 .help(err.help),
@@ -117,10 +118,14 @@ impl Checker {
     }
 
     fn name(&mut self, n: &str, span: Span) -> Abs {
-        if let Some(a) = self.lookup(n) {
-            return a;
+        // A role name reads its slot (`tokenizer.vocab`), unless the script defined it.
+        let role = Role::from_name(n).filter(|_| self.lookup_user(n).is_none());
+        if role.is_none() {
+            if let Some(a) = self.lookup(n) {
+                return a;
+            }
         }
-        if let Some(role) = Role::from_name(n) {
+        if let Some(role) = role {
             if let Some(a) = self.state.slots.get(&role) {
                 return a.clone();
             }
@@ -211,7 +216,11 @@ impl Checker {
                 }
             }
         }
-        let f = self.expr(callee);
+        // `tokenizer("x.json")` calls the builtin even though `tokenizer` is also a role.
+        let f = match &callee.node {
+            Expr::Name(n) if self.lookup_user(n).is_none() && builtins::lookup(n).is_some() => self.lookup(n).unwrap_or_else(Abs::any),
+            _ => self.expr(callee),
+        };
         let checked = self.args(args);
         self.alpha_lint(&checked);
         if let Some(Value::Builtin(b)) = &f.value {

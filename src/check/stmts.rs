@@ -45,9 +45,10 @@ impl Checker {
                 }
             }
             Stmt::Print(exprs) => {
+                // Printing a term to look at it is not using it: no T² lint here.
                 let refs: Vec<&SExpr> = exprs.iter().collect();
                 for e in exprs {
-                    self.statement_expr(e, &refs);
+                    self.statement_expr_unlinted(e, &refs);
                 }
             }
             Stmt::Stage { name, body } => self.stage(name, body),
@@ -63,6 +64,10 @@ impl Checker {
         for d in temperature::lint_scaling(e) {
             self.report(d);
         }
+        self.statement_expr_unlinted(e, exprs)
+    }
+
+    fn statement_expr_unlinted(&mut self, e: &SExpr, exprs: &[&SExpr]) -> Abs {
         if !temperature::mentions(e, TEMPERATURE) || self.lookup(TEMPERATURE).is_some() {
             return self.expr(e);
         }
@@ -103,13 +108,18 @@ impl Checker {
 
     /// `let` (fresh) or `x = ..` (assign): a second `let` of a name is an error in a file.
     fn define(&mut self, name: &Ident, abs: Abs, fresh: bool) {
+        let is_def = abs.func.is_some();
         let existing = self.state.scopes.last().and_then(|s| s.get(&name.node)).map(|b| b.span);
         if let (true, Some(first), false) = (fresh, existing, self.allow_redefinition) {
             self.report(
                 Diagnostic::error(format!("`{}` is already defined", name.node))
                     .label(name.span, "defined again here")
                     .label(first, "first defined here")
-                    .help(format!("drop `let` to give it a new value: `{} = ...`", name.node)),
+                    .help(if is_def {
+                        "give one of them another name".to_string()
+                    } else {
+                        format!("drop `let` to give it a new value: `{} = ...`", name.node)
+                    }),
             );
         }
         if existing.is_none() && (crate::builtins::lookup(&name.node).is_some() || crate::builtins::constants().iter().any(|(n, _, _)| *n == name.node)) {
@@ -142,8 +152,12 @@ impl Checker {
             }
         }
         let defaults: Vec<Abs> = params.iter().map(|p| p.default.as_ref().map(|d| self.expr(d)).unwrap_or_else(Abs::any)).collect();
+        let shape: Vec<(String, bool)> = params.iter().map(|p| (p.name.node.clone(), p.default.is_none())).collect();
+        // The def may call itself: its name is visible in its body.
+        let provisional = FuncSig { name: name.node.clone(), params: shape.clone(), returns: Abs::any() };
         // The body is checked once with parameters of unknown value: kinds only.
         let returns = self.with_scope(|c| {
+            c.bind_local(&name.node, Abs { func: Some(Rc::new(provisional)), ..Abs::of(Kinds::FUNCTION) }, name.span);
             for (p, d) in params.iter().zip(defaults) {
                 let kinds = if d.kinds.is_single() && d.kinds != Kinds::NUMBER { d.kinds } else { Kinds::ANY };
                 c.bind_local(&p.name.node, Abs::of(kinds), p.name.span);
@@ -152,7 +166,7 @@ impl Checker {
         });
         let sig = FuncSig {
             name: name.node.clone(),
-            params: params.iter().map(|p| (p.name.node.clone(), p.default.is_none())).collect(),
+            params: shape,
             returns: returns.unknown_value(),
         };
         let abs = Abs { func: Some(Rc::new(sig)), ..Abs::of(Kinds::FUNCTION) };

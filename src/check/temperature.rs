@@ -152,7 +152,9 @@ pub fn lint_scaling(e: &SExpr) -> Vec<Diagnostic> {
     for factors in terms(e) {
         for f in &factors {
             let Some((name, Some(t))) = kl_call(f) else { continue };
-            if is_one(t) || has_t_squared(&factors, t) {
+            // T <= 0 is an error of its own; T = 1 needs no factor.
+            let not_positive = matches!(t.node, Expr::Num(x) if x <= 0.0) || matches!(&t.node, Expr::Neg(_));
+            if is_one(t) || not_positive || has_t_squared(&factors, t) {
                 continue;
             }
             let t_text = match &t.node {

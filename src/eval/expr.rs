@@ -18,7 +18,10 @@ const MAX_CALL_DEPTH: usize = 200;
 pub type CallArgs = Vec<(Option<Ident>, Span, Value)>;
 
 fn op_error(e: OpError, span: Span, parts: &[(&SExpr, &Value)]) -> Diagnostic {
-    let mut d = Diagnostic::error(e.message).label(span, "in this expression");
+    let mut d = Diagnostic::error(e.message);
+    if parts.is_empty() {
+        d = d.label(span, "here");
+    }
     for (x, v) in parts {
         d = d.label(x.span, format!("this is {}", with_article(v.kind())));
     }
@@ -58,10 +61,14 @@ impl Interp {
     }
 
     fn lookup(&self, name: &str, span: Span) -> Result<Value, Diagnostic> {
-        if let Some(v) = self.scope.borrow().get(name) {
-            return Ok(v);
+        let found = self.scope.borrow().get(name);
+        // A role name reads its slot unless the script bound the name itself; the
+        // builtin of the same name (`tokenizer`) is reached by calling it.
+        let role = Role::from_name(name).filter(|_| matches!(found, None | Some(Value::Builtin(_))));
+        if let (Some(v), None) = (&found, role) {
+            return Ok(v.clone());
         }
-        if let Some(role) = Role::from_name(name) {
+        if let Some(role) = role {
             return self.slot(role).ok_or_else(|| {
                 Diagnostic::error(format!("`{name}` is not set yet"))
                     .label(span, "used here")
@@ -87,7 +94,17 @@ impl Interp {
                 }
             }
         }
-        let f = self.eval(callee)?;
+        let f = match &callee.node {
+            Expr::Name(n) => match self.scope.borrow().get(n) {
+                Some(v @ Value::Builtin(_)) => Some(v),
+                _ => None,
+            },
+            _ => None,
+        };
+        let f = match f {
+            Some(f) => f,
+            None => self.eval(callee)?,
+        };
         let call_args = self.eval_args(args)?;
         self.call_value(&f, call_args, callee.span, span)
     }
@@ -151,7 +168,8 @@ impl Interp {
         })();
         self.depth -= 1;
         self.scope = outer;
-        result
+        // Point at the call too: the error may sit inside a stdlib or `use`d file.
+        result.map_err(|d| if d.labels.iter().any(|l| l.span == span) { d } else { d.label(span, format!("in this call to `{}`", c.name)) })
     }
 }
 

@@ -129,15 +129,26 @@ impl LossExpr {
     }
 
     pub fn describe(&self) -> String {
-        let parts: Vec<String> = self
-            .terms
-            .iter()
-            .map(|(w, t)| match w.as_const() {
+        let mut out = String::new();
+        for (i, (w, t)) in self.terms.iter().enumerate() {
+            let (negative, w) = match w.as_const() {
+                Some(c) if c < 0.0 => (true, Schedule::Const(-c)),
+                _ => (false, w.clone()),
+            };
+            let sign = match (i, negative) {
+                (0, true) => "-",
+                (0, false) => "",
+                (_, true) => " - ",
+                (_, false) => " + ",
+            };
+            let term = match w.as_const() {
                 Some(c) if c == 1.0 => t.describe(),
                 _ => format!("{}·{}", w.describe(), t.describe()),
-            })
-            .collect();
-        parts.join(" + ")
+            };
+            out.push_str(sign);
+            out.push_str(&term);
+        }
+        out
     }
 }
 

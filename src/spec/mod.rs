@@ -32,8 +32,11 @@ pub fn fmt_num(x: f64) -> String {
         let s = s.trim_end_matches('0').trim_end_matches('.');
         return s.to_string();
     }
-    let s = format!("{:e}", x);
-    s
+    // Small and huge numbers: at most 5 significant digits, as in `6.2814e-4`.
+    let s = format!("{:.4e}", x);
+    let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+    let mantissa = if mantissa.contains('.') { mantissa.trim_end_matches('0').trim_end_matches('.') } else { mantissa };
+    format!("{mantissa}e{exp}")
 }
 
 /// `134515008` -> `134.5M`.

@@ -20,7 +20,8 @@ pub fn parse(src: &str, file: FileId) -> (Module, Vec<Diagnostic>) {
     let (tokens, lex_errors) = lexer::lex(src, file);
     let mut diags: Vec<Diagnostic> =
         lex_errors.into_iter().map(|e| lex_diagnostic(e, file)).collect();
-    let tokens = layout::layout(tokens);
+    let (tokens, layout_diags) = layout::layout(tokens, src);
+    diags.extend(layout_diags);
     let eoi = span(file, src.len()..src.len());
     let input = tokens.as_slice().map(eoi, |(t, s)| (t, s));
     let (module, parse_errors) = parser::module().parse(input).into_output_errors();
@@ -32,7 +33,9 @@ pub fn parse(src: &str, file: FileId) -> (Module, Vec<Diagnostic>) {
 pub fn parse_expr(src: &str, file: FileId) -> (Option<SExpr>, Vec<Diagnostic>) {
     let (tokens, lex_errors) = lexer::lex(src, file);
     let mut diags: Vec<Diagnostic> = lex_errors.into_iter().map(|e| lex_diagnostic(e, file)).collect();
-    let tokens: Vec<_> = layout::layout(tokens).into_iter().filter(|(t, _)| *t != token::Token::Sep).collect();
+    let (tokens, layout_diags) = layout::layout(tokens, src);
+    diags.extend(layout_diags);
+    let tokens: Vec<_> = tokens.into_iter().filter(|(t, _)| *t != token::Token::Sep).collect();
     let eoi = span(file, src.len()..src.len());
     let input = tokens.as_slice().map(eoi, |(t, s)| (t, s));
     let (e, errs) = parser::expr().then_ignore(end()).parse(input).into_output_errors();
@@ -62,6 +65,7 @@ fn lex_diagnostic(e: Rich<'_, char>, file: FileId) -> Diagnostic {
 
 fn describe_pattern(p: &RichPattern<'_, token::Token>) -> Option<String> {
     match p {
+        RichPattern::Token(t) if **t == token::Token::Sep => Some("a new line or `;`".to_string()),
         RichPattern::Token(t) => Some(format!("`{}`", **t)),
         RichPattern::Label(l) => Some(l.to_string()),
         RichPattern::Identifier(i) => Some(format!("`{i}`")),
@@ -83,11 +87,23 @@ fn parse_diagnostic(e: Rich<'_, token::Token, Span>) -> Diagnostic {
     let mut expected: Vec<String> = e.expected().filter_map(describe_pattern).collect();
     expected.sort();
     expected.dedup();
+    // A long list of operators reads better as one phrase.
+    let is_op = |x: &String| {
+        let inner = x.trim_matches('`');
+        x.starts_with('`') && !inner.is_empty() && inner.chars().all(|c| "+-*/^<>=!.".contains(c))
+    };
+    if expected.iter().filter(|x| is_op(x)).count() > 3 {
+        expected.retain(|x| !is_op(x) || x == "`=`");
+        expected.insert(0, "an operator".to_string());
+    }
     let label = if expected.is_empty() {
         "not expected here".to_string()
     } else {
         format!("expected {}", join_or(&expected))
     };
+    if e.found() == Some(&token::Token::Ctrl('}')) && !expected.iter().any(|x| x == "`}`") {
+        return Diagnostic::error("unexpected `}`: no `{` is open here").label(sp, "nothing to close").help("remove it, or add the `stage NAME {` it was meant to close");
+    }
     let mut d = Diagnostic::error(format!("unexpected {found}")).label(sp, label);
     if let Some(ctx) = e.contexts().next() {
         d = d.label(*ctx.1, format!("while reading this {}", ctx.0));
