@@ -41,7 +41,7 @@ fn two(name: &'static str, doc: &'static str, run: super::RunFn) -> Builtin {
         ],
         returns: Kinds::NUMBER,
         doc,
-        example: "max(0.1, lr / 10)",
+        example: "max(1e-5, 3e-4 / 10)",
         run,
         pure: true,
         slots: &[],
@@ -51,10 +51,10 @@ fn two(name: &'static str, doc: &'static str, run: super::RunFn) -> Builtin {
 pub fn table() -> Vec<Builtin> {
     vec![
         math("abs", "absolute value", "abs(-2)", |_, a| unary(a, f64::abs)),
-        math("sqrt", "square root", "sqrt(dim)", |_, a| positive_unary(a, "sqrt", f64::sqrt)),
+        math("sqrt", "square root", "sqrt(512)", |_, a| positive_unary(a, "sqrt", f64::sqrt)),
         math("log", "natural logarithm", "log(49152)", |_, a| positive_unary(a, "log", f64::ln)),
         math("exp", "e to the power x (perplexity from a loss: exp(2.58))", "exp(2.58)", |_, a| unary(a, f64::exp)),
-        math("round", "nearest whole number", "round(dim * 8 / 3)", |_, a| unary(a, f64::round)),
+        math("round", "nearest whole number", "round(512 * 8 / 3)", |_, a| unary(a, f64::round)),
         two("min", "the smaller of two numbers", |_, a| Ok(Value::Num(a.num("a")?.min(a.num("b")?)))),
         two("max", "the larger of two numbers", |_, a| Ok(Value::Num(a.num("a")?.max(a.num("b")?)))),
         Builtin {

@@ -137,7 +137,7 @@ pub fn table() -> Vec<Builtin> {
             params: vec![param("path", s, Required, "a tokenizer.json (Hugging Face tokenizers format)")],
             returns: Kinds::TOKENIZER,
             doc: "loads a tokenizer; its vocabulary size sizes students that do not give vocab=",
-            example: "tokenizer \"tokenizer.json\"",
+            example: "tokenizer(\"tokenizer.json\")",
             run: |interp, a| {
                 let path = existing_file(interp, a, "path")?;
                 let tok = tokenizers::Tokenizer::from_file(&path).map_err(|e| {

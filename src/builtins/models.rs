@@ -9,7 +9,15 @@ use crate::spec::model::{swiglu_hidden, DEFAULT_HEAD_DIM};
 use crate::spec::LlamaSpec;
 use std::rc::Rc;
 
+/// Far beyond any model kdl could build; past it a size is a typo.
+const MAX_SIZE: f64 = 16_777_216.0;
+
 fn llama(a: &Args) -> Result<Value, Diagnostic> {
+    for name in ["layers", "dim", "heads", "kv_heads", "ffn", "vocab", "max_seq"] {
+        if a.opt_num(name)?.is_some_and(|x| x > MAX_SIZE) {
+            return Err(a.error(name, format!("`{name}` is unreasonably large (more than {MAX_SIZE})")));
+        }
+    }
     let layers = a.count("layers")?;
     let dim = a.count("dim")?;
     let heads = match a.opt_count("heads")? {

@@ -27,8 +27,8 @@ pub struct LlamaSpec {
 
 /// The SwiGLU rule: 2/3 of 4·dim, rounded up to a multiple of 64 (512 -> 1408).
 pub fn swiglu_hidden(dim: usize) -> usize {
-    let raw = (8 * dim).div_ceil(3);
-    raw.div_ceil(FFN_MULTIPLE) * FFN_MULTIPLE
+    let raw = dim.saturating_mul(8).div_ceil(3);
+    raw.div_ceil(FFN_MULTIPLE).saturating_mul(FFN_MULTIPLE)
 }
 
 impl LlamaSpec {
@@ -38,14 +38,15 @@ impl LlamaSpec {
 
     /// Parameters excluding the embedding and output head.
     pub fn body_params(&self) -> u64 {
-        let (d, hd) = (self.dim as u64, self.head_dim() as u64);
-        let q = d * self.heads as u64 * hd;
-        let kv = 2 * d * self.kv_heads as u64 * hd;
-        let o = self.heads as u64 * hd * d;
-        let bias = if self.qkv_bias { (self.heads as u64 + 2 * self.kv_heads as u64) * hd } else { 0 };
-        let mlp = 3 * d * self.ffn as u64;
+        // u128: absurd sizes saturate instead of overflowing.
+        let (d, hd) = (self.dim as u128, self.head_dim() as u128);
+        let q = d * self.heads as u128 * hd;
+        let kv = 2 * d * self.kv_heads as u128 * hd;
+        let o = self.heads as u128 * hd * d;
+        let bias = if self.qkv_bias { (self.heads as u128 + 2 * self.kv_heads as u128) * hd } else { 0 };
+        let mlp = 3 * d * self.ffn as u128;
         let norms = 2 * d;
-        self.layers as u64 * (q + kv + o + bias + mlp + norms) + d
+        (self.layers as u128 * (q + kv + o + bias + mlp + norms) + d).min(u64::MAX as u128) as u64
     }
 
     /// Parameters of embedding + head per vocabulary entry.
@@ -58,7 +59,7 @@ impl LlamaSpec {
     }
 
     pub fn params(&self) -> Option<u64> {
-        self.vocab.map(|v| self.body_params() + v as u64 * self.params_per_token())
+        self.vocab.map(|v| self.body_params().saturating_add((v as u64).saturating_mul(self.params_per_token())))
     }
 
     pub fn with_vocab(&self, vocab: usize) -> LlamaSpec {

@@ -35,7 +35,7 @@ impl Schedule {
         match self {
             Schedule::Warmup { steps } => Some(*steps),
             Schedule::Linear { steps, .. } | Schedule::Cosine { steps, .. } => *steps,
-            Schedule::Chain(parts) => parts.iter().map(|p| p.fixed_len()).sum(),
+            Schedule::Chain(parts) => parts.iter().try_fold(0u64, |acc, p| p.fixed_len().map(|l| acc.saturating_add(l))),
             _ => None,
         }
     }
@@ -61,7 +61,7 @@ impl Schedule {
                 let t = step.min(len) as f64 / len as f64;
                 to + (from - to) * 0.5 * (1.0 + (PI * t).cos())
             }
-            Schedule::Step { from, gamma, every } => from * gamma.powi((step / (*every).max(1)) as i32),
+            Schedule::Step { from, gamma, every } => from * gamma.powi((step / (*every).max(1)).min(i32::MAX as u64) as i32),
             Schedule::Chain(parts) => chain_at(parts, step, total),
             Schedule::Arith(op, a, b) => {
                 let (x, y) = (a.at(step, total), b.at(step, total));
@@ -82,7 +82,7 @@ impl Schedule {
         let mut lo = f64::INFINITY;
         let mut hi = f64::NEG_INFINITY;
         for i in 0..=n {
-            let v = self.at(i * total / n, total);
+            let v = self.at(((i as u128 * total as u128) / n as u128) as u64, total);
             lo = lo.min(v);
             hi = hi.max(v);
         }
@@ -127,19 +127,19 @@ fn ramp(step: u64, len: u64, to: f64) -> f64 {
     if step >= len {
         to
     } else {
-        to * (step + 1) as f64 / len as f64
+        to * step.saturating_add(1) as f64 / len as f64
     }
 }
 
 fn chain_at(parts: &[Schedule], step: u64, total: u64) -> f64 {
-    let fixed: u64 = parts.iter().filter_map(|p| p.fixed_len()).sum();
+    let fixed: u64 = parts.iter().filter_map(|p| p.fixed_len()).fold(0u64, |a, l| a.saturating_add(l));
     let stretchy = parts.iter().filter(|p| p.fixed_len().is_none()).count() as u64;
     let share = if stretchy == 0 { 0 } else { total.saturating_sub(fixed) / stretchy };
-    let mut start = 0;
+    let mut start: u64 = 0;
     for (i, part) in parts.iter().enumerate() {
         let len = part.fixed_len().unwrap_or(share);
         let last = i + 1 == parts.len();
-        if step < start + len || last {
+        if step < start.saturating_add(len) || last {
             let local = step.saturating_sub(start);
             return match part {
                 // A warm-up climbs to wherever the next segment starts.
@@ -150,7 +150,7 @@ fn chain_at(parts: &[Schedule], step: u64, total: u64) -> f64 {
                 _ => part.at(local, len),
             };
         }
-        start += len;
+        start = start.saturating_add(len);
     }
     1.0
 }
