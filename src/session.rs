@@ -8,7 +8,7 @@
 //! s.eval_str("use losses\nstudent llama(layers=8, dim=512, vocab=32000)").unwrap();
 //! s.eval_str("loss hinton(alpha=0.5, T=2)").unwrap();
 //! let params = s.eval_str("student.params / 1e6").unwrap().unwrap();
-//! assert_eq!(params.short(), "41.6");
+//! assert_eq!(params.short(), "42.082816");
 //! assert!(s.get("hinton").is_some());
 //! assert!(s.eval_str("print studnet").is_err()); // did you mean `student`?
 //! ```

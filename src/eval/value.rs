@@ -160,3 +160,9 @@ impl Value {
         }
     }
 }
+
+impl std::fmt::Debug for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}", self.short())
+    }
+}
