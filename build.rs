@@ -1,12 +1,11 @@
 //! Bakes an rpath to libtorch's `lib/` into every binary, test and bench, so `kdl` runs
-//! without LD_LIBRARY_PATH. libtorch is found through LIBTORCH, which
-//! .cargo/config.toml points at the `.libtorch` link that ./setup.sh makes.
+//! without LD_LIBRARY_PATH. libtorch is found through LIBTORCH, which ./setup.sh sets
+//! in .cargo/libtorch.toml.
 
 use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
-    println!("cargo:rerun-if-changed=.libtorch");
     println!("cargo:rerun-if-changed=build.rs");
     let Some(dir) = std::env::var_os("LIBTORCH").map(PathBuf::from) else {
         fail("LIBTORCH is not set");

@@ -4,8 +4,8 @@
 # libtorch comes from PyPI's torch wheel (tch 0.24 pairs with torch 2.11.0). It is
 # installed into a per-user cache outside the clone so later clones and CI runs
 # reuse it; a python that already has exactly torch 2.11.0 (the GPU machines) is
-# reused instead. The result is the symlink `.libtorch` in the repo root, which
-# .cargo/config.toml hands to torch-sys and build.rs bakes into an rpath.
+# reused instead. The result is .cargo/libtorch.toml, which sets LIBTORCH for
+# torch-sys; build.rs bakes an rpath to its lib/ into every binary.
 #
 # Usage: ./setup.sh            (quiet when everything is already there)
 #        KDL_CACHE=/path ./setup.sh
@@ -72,5 +72,9 @@ else
   PY="$VENV/bin/python"; dir=$(torch_dir_of "$PY")
 fi
 
-ln -sfn "$dir" "$ROOT/.libtorch"
-printf '%s\n' "$PY" > "$ROOT/.kdl-python"
+# Rewritten only when it changes, so cargo does not rebuild torch-sys for nothing.
+conf="$ROOT/.cargo/libtorch.toml"
+want=$(printf '# Written by ./setup.sh: the torch %s install kdl links against.\n[env]\nLIBTORCH = { value = "%s", relative = false }\nKDL_PYTHON = { value = "%s", relative = false }\n' "$TORCH_VERSION" "$dir" "$PY")
+if [ ! -f "$conf" ] || [ "$(cat "$conf")" != "$want" ]; then
+  printf '%s\n' "$want" > "$conf"
+fi

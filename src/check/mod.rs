@@ -72,7 +72,7 @@ impl Checker {
     /// The abstract value of one expression (the REPL's `:type`).
     pub fn type_of(&mut self, e: &crate::syntax::SExpr, file: FileId) -> (Abs, Vec<Diagnostic>) {
         self.file = file;
-        let a = self.expr(e);
+        let a = self.statement_expr_unlinted(e, &[e]);
         (a, std::mem::take(&mut self.diags))
     }
 

@@ -67,7 +67,7 @@ impl Checker {
         self.statement_expr_unlinted(e, exprs)
     }
 
-    fn statement_expr_unlinted(&mut self, e: &SExpr, exprs: &[&SExpr]) -> Abs {
+    pub(crate) fn statement_expr_unlinted(&mut self, e: &SExpr, exprs: &[&SExpr]) -> Abs {
         if !temperature::mentions(e, TEMPERATURE) || self.lookup(TEMPERATURE).is_some() {
             return self.expr(e);
         }
