@@ -6,6 +6,7 @@
 //! stage's diagnostics; `spec` holds the plain values the engine consumes; `builtins`
 //! is the one table of builtin functions; `session` is the host API.
 
+pub mod atomic;
 pub mod builtins;
 pub mod check;
 pub mod diag;

@@ -97,7 +97,11 @@ fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
             return Err(Diagnostic::error(format!("teacher and student vocabularies differ: teacher {tv}, student {sv}"))
                 .label(a.call_span, "training here")
                 .note("logit terms (kl, rkl, js, tvd, skl) compare distributions over the same tokens")
-                .help("give the student the teacher's vocabulary (leave out vocab= to inherit it)"));
+                .help(if interp.slot(Role::Tokenizer).is_some() {
+                    "the student took its vocabulary from the tokenizer; use the teacher's tokenizer, or pass vocab= equal to the teacher's"
+                } else {
+                    "give the student the teacher's vocabulary (leave out vocab= to inherit it)"
+                }));
         }
     }
     let optim = match input(interp, a, Role::Optim) {
@@ -108,6 +112,11 @@ fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
         Some(v) => v.as_schedule().unwrap_or_else(|| optim.lr().clone()),
         None => optim.lr().clone(),
     };
+    if lr.range(lr.span_hint()).0 < 0.0 {
+        return Err(Diagnostic::error(format!("the learning rate goes negative: {}", lr.describe()))
+            .label(a.call_span, "training here")
+            .help("check the `schedule` slot or the optimizer's lr"));
+    }
     let length = match (a.opt_num("steps")?, a.opt_num("epochs")?) {
         (Some(s), None) => RunLength::Steps(s as u64),
         (None, Some(e)) => RunLength::Epochs(e),

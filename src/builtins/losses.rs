@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 fn temperature(a: &Args) -> Result<Schedule, Diagnostic> {
     let t = a.schedule("T")?;
-    let (lo, _) = t.range(1000);
+    let (lo, _) = t.range(t.span_hint());
     if lo <= 0.0 {
         return Err(a
             .error("T", format!("temperature must stay above 0, but here it reaches {}", fmt_num(lo)))

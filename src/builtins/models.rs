@@ -9,6 +9,11 @@ use crate::spec::model::{swiglu_hidden, DEFAULT_HEAD_DIM};
 use crate::spec::LlamaSpec;
 use std::rc::Rc;
 
+/// The divisor of `n` closest to `target` (for a heads= suggestion).
+fn nearest_divisor(n: usize, target: usize) -> usize {
+    (1..=n.max(1)).filter(|d| n % d == 0).min_by_key(|d| d.abs_diff(target.max(1))).unwrap_or(1)
+}
+
 /// Far beyond any model kdl could build; past it a size is a typo.
 const MAX_SIZE: f64 = 16_777_216.0;
 
@@ -26,7 +31,7 @@ fn llama(a: &Args) -> Result<Value, Diagnostic> {
             if dim % DEFAULT_HEAD_DIM != 0 {
                 return Err(a
                     .error("dim", format!("dim {dim} is not a multiple of {DEFAULT_HEAD_DIM}, so kdl cannot pick the number of heads"))
-                    .help(format!("pass heads= so that dim / heads is a whole head width (e.g. heads={})", (dim / DEFAULT_HEAD_DIM).max(1))));
+                    .help(format!("pass heads= so that dim / heads is a whole head width (e.g. heads={})", nearest_divisor(dim, dim / DEFAULT_HEAD_DIM))));
             }
             dim / DEFAULT_HEAD_DIM
         }

@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 fn positive_lr(a: &super::Args) -> Result<crate::spec::Schedule, Diagnostic> {
     let lr = a.schedule("lr")?;
-    let (lo, _) = lr.range(1000);
+    let (lo, _) = lr.range(lr.span_hint());
     if lo < 0.0 {
         return Err(a.error("lr", format!("the learning rate must not be negative, got {}", crate::spec::fmt_num(lo))));
     }

@@ -167,8 +167,10 @@ impl Checker {
             let mut d = Diagnostic::error(format!("{} has no member `{}`", with_article(obj.kinds), name.node)).label(name.span, "unknown member");
             if let Some(s) = closest(&name.node, members.keys().map(|k| k.as_str())) {
                 d = d.help(format!("did you mean `{s}`?"));
-            } else {
+            } else if !members.is_empty() {
                 d = d.help(format!("members: {}", members.keys().cloned().collect::<Vec<_>>().join(", ")));
+            } else if obj.kinds == Kinds::STAGE {
+                d = d.help("a stage's members are the role slots set in it (teacher, student, ...)");
             }
             self.report(d);
             return Abs::any();

@@ -129,8 +129,12 @@ impl Checker {
                     .help("pick another name unless you mean to replace the builtin in this script"),
             );
         }
-        if Role::from_name(&name.node).is_some() && !fresh {
-            // `student = llama(..)` is the slot statement; the parser already made it one.
+        if Role::from_name(&name.node).is_some() {
+            self.report(
+                Diagnostic::warning(format!("`{0}` is a role slot; this makes a variable that hides it", name.node))
+                    .label(name.span, "a variable, not the slot")
+                    .help(format!("to set the slot, write `{0} <value>` without `let`", name.node)),
+            );
         }
         let mut scope_abs = abs;
         if !fresh {

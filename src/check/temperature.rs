@@ -157,13 +157,16 @@ pub fn lint_scaling(e: &SExpr) -> Vec<Diagnostic> {
             if is_one(t) || not_positive || has_t_squared(&factors, t) {
                 continue;
             }
-            let t_text = match &t.node {
-                Expr::Num(x) => crate::spec::fmt_num(*x),
-                _ => "T".to_string(),
+            let (headline, label, t_text) = match &t.node {
+                Expr::Num(x) => {
+                    let v = crate::spec::fmt_num(*x);
+                    (format!("`{name}` with T={v} is not scaled by T²"), format!("softened by T={v}"), v)
+                }
+                _ => (format!("`{name}` with a temperature is not scaled by T²"), "softened by T".to_string(), "T".to_string()),
             };
             out.push(
-                Diagnostic::warning(format!("`{name}` with T={t_text} is not scaled by T²"))
-                    .label(f.span, format!("softened by T={t_text}"))
+                Diagnostic::warning(headline)
+                    .label(f.span, label)
                     .note("dividing logits by T shrinks this term's gradients by about 1/T², so without the factor it is too weak next to ce, more so as T grows (Hinton et al., 2015)")
                     .help(format!("multiply the term by T^2, e.g. `0.5*{name}(T={t_text})*T^2`")),
             );

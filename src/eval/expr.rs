@@ -221,6 +221,8 @@ pub fn member(v: &Value, name: &Ident) -> Result<Value, Diagnostic> {
             d = d.help(format!("did you mean `{s}`?"));
         } else if !known.is_empty() {
             d = d.help(format!("members: {}", known.join(", ")));
+        } else if matches!(v, Value::Stage(_)) {
+            d = d.help("a stage's members are the role slots set in it (teacher, student, ...)");
         }
         d
     })

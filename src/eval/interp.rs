@@ -149,13 +149,16 @@ impl Interp {
         Ok(())
     }
 
-    /// The vocabulary size a student without `vocab=` gets: the tokenizer's, else the teacher's.
+    /// The vocabulary size a student without `vocab=` gets: the teacher's (logit terms
+    /// need the same tokens), else the tokenizer's.
     pub fn known_vocab(&self) -> Option<usize> {
+        if let Some(Value::Model(m)) = self.slot(Role::Teacher) {
+            if m.vocab.is_some() {
+                return m.vocab;
+            }
+        }
         if let Some(Value::Tokenizer(t)) = self.slot(Role::Tokenizer) {
             return Some(t.vocab());
-        }
-        if let Some(Value::Model(m)) = self.slot(Role::Teacher) {
-            return m.vocab;
         }
         None
     }

@@ -12,5 +12,4 @@ mod value;
 pub use env::Scope;
 pub use expr::{member, CallArgs};
 pub use interp::{global_scope, Interp, Out};
-pub use save::{write_dir_atomic, write_file_atomic};
 pub use value::{Closure, ModuleValue, StageValue, TokenizerValue, Value};

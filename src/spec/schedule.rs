@@ -40,6 +40,11 @@ impl Schedule {
         }
     }
 
+    /// A run length that shows the whole shape: the fixed segments, or 1000 steps.
+    pub fn span_hint(&self) -> u64 {
+        self.fixed_len().unwrap_or(0).saturating_add(1000)
+    }
+
     pub fn as_const(&self) -> Option<f64> {
         match self {
             Schedule::Const(c) => Some(*c),

@@ -54,7 +54,7 @@ impl TrainPlan {
         rows.push(("loss", format!("{}{temps}", self.loss.describe())));
         rows.push(("optim", self.optim.describe()));
         let length = match self.length {
-            RunLength::Steps(s) => format!("{s} steps"),
+            RunLength::Steps(s) => format!("{s} step{}", if s == 1 { "" } else { "s" }),
             RunLength::Epochs(e) => format!("{} epochs", fmt_num(e)),
         };
         rows.push((
@@ -70,7 +70,8 @@ impl TrainPlan {
             ),
         ));
         if let RunLength::Steps(total) = self.length {
-            let marks = [0, total / 10, total / 2, total.saturating_sub(1)];
+            let mut marks = vec![0, total / 10, total / 2, total.saturating_sub(1)];
+            marks.dedup();
             let lr: Vec<String> = marks.iter().map(|&s| format!("step {s}: {}", fmt_num(self.lr.at(s, total)))).collect();
             rows.push(("lr", lr.join(", ")));
         }

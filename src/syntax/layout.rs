@@ -25,7 +25,11 @@ fn starts_continuation(t: &Token) -> bool {
 fn starts_statement(t: &Token, next: Option<&Token>) -> bool {
     match t {
         Token::Kw(Keyword::Let | Keyword::Def | Keyword::Use | Keyword::Stage | Keyword::Print | Keyword::Save) => true,
-        Token::Ident(name) => super::ast::Role::from_name(name).is_some() && next != Some(&Token::Op("=")),
+        // `student llama(..)`: a role followed by the start of a value on the same line.
+        Token::Ident(name) => {
+            super::ast::Role::from_name(name).is_some()
+                && matches!(next, Some(Token::Ident(_) | Token::Num(_) | Token::Str(_) | Token::Kw(Keyword::True | Keyword::False)))
+        }
         _ => false,
     }
 }

@@ -80,9 +80,9 @@ fn parse_diagnostic(e: Rich<'_, token::Token, Span>) -> Diagnostic {
         return Diagnostic::error(msg.to_string()).label(sp, "here");
     }
     let found = match e.found() {
-        Some(token::Token::Sep) => "the end of the statement".to_string(),
+        Some(token::Token::Sep) => "end of statement".to_string(),
         Some(t) => format!("`{t}`"),
-        None => "the end of the file".to_string(),
+        None => "end of file".to_string(),
     };
     let mut expected: Vec<String> = e.expected().filter_map(describe_pattern).collect();
     expected.sort();

@@ -1,0 +1,11 @@
+//! Llama-family models: `config` (the HF config.json), `rope`, `model` (weights and
+//! forward) and `cache` (KV cache) kept apart, as in candle's and tch's examples.
+
+pub mod cache;
+pub mod config;
+pub mod model;
+pub mod rope;
+
+pub use cache::KvCache;
+pub use config::HfConfig;
+pub use model::Llama;

@@ -1,0 +1,200 @@
+//! The llama-family decoder on tch, read top-down: linear layers, RMSNorm, attention
+//! (grouped-query, RoPE, optional q/k/v bias), SwiGLU MLP, a block, the model. Variable
+//! names are the Hugging Face checkpoint names (`model.layers.0.self_attn.q_proj.weight`),
+//! so loading and saving are lookups.
+
+use super::cache::KvCache;
+use super::config::Llama3Scaling;
+use super::rope::Rope;
+use crate::spec::LlamaSpec;
+use tch::nn::{Init, Path, VarStore};
+use tch::{Device, Kind, Tensor};
+
+/// The usual llama recipe: N(0, 0.02) weights, residual projections scaled down by
+/// √(2·layers) so the residual stream does not grow with depth.
+const INIT_STD: f64 = 0.02;
+
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn new(p: Path, inputs: usize, outputs: usize, bias: bool, std: f64) -> Linear {
+        let weight = p.var("weight", &[outputs as i64, inputs as i64], Init::Randn { mean: 0.0, stdev: std });
+        let bias = bias.then(|| p.var("bias", &[outputs as i64], Init::Const(0.0)));
+        Linear { weight, bias }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+}
+
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(p: Path, dim: usize, eps: f64) -> RmsNorm {
+        RmsNorm { weight: p.var("weight", &[dim as i64], Init::Const(1.0)), eps }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        // In f32 whatever the compute dtype, as transformers does.
+        let kind = x.kind();
+        let xf = x.to_kind(Kind::Float);
+        let normed = &xf * (xf.square().mean_dim(-1, true, Kind::Float) + self.eps).rsqrt();
+        normed.to_kind(kind) * &self.weight
+    }
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+}
+
+impl Attention {
+    fn new(p: Path, s: &LlamaSpec, residual_std: f64) -> Attention {
+        let hd = s.head_dim();
+        Attention {
+            q: Linear::new(&p / "q_proj", s.dim, s.heads * hd, s.qkv_bias, INIT_STD),
+            k: Linear::new(&p / "k_proj", s.dim, s.kv_heads * hd, s.qkv_bias, INIT_STD),
+            v: Linear::new(&p / "v_proj", s.dim, s.kv_heads * hd, s.qkv_bias, INIT_STD),
+            o: Linear::new(&p / "o_proj", s.heads * hd, s.dim, false, residual_std),
+            heads: s.heads as i64,
+            kv_heads: s.kv_heads as i64,
+            head_dim: hd as i64,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, rope: &Rope, cache: Option<(&mut KvCache, usize)>) -> Tensor {
+        // x: [B, T, D]
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let split = |y: Tensor, h: i64| y.view([b, t, h, self.head_dim]).transpose(1, 2); // [B, h, T, hd]
+        let offset = cache.as_ref().map(|(c, _)| c.offset).unwrap_or(0);
+        let q = rope.apply(&split(self.q.forward(x), self.heads), offset);
+        let mut k = rope.apply(&split(self.k.forward(x), self.kv_heads), offset);
+        let mut v = split(self.v.forward(x), self.kv_heads);
+        if let Some((cache, layer)) = cache {
+            (k, v) = cache.append(layer, k, v);
+        }
+        let groups = self.heads / self.kv_heads;
+        if groups > 1 {
+            k = k.repeat_interleave_self_int(groups, 1, None);
+            v = v.repeat_interleave_self_int(groups, 1, None);
+        }
+        let y = if offset == 0 {
+            Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, t > 1, None, false)
+        } else {
+            // Cached decoding: the new queries see every cached key and the causal part
+            // of their own block.
+            let total = k.size()[2];
+            let mask = Tensor::ones([t, total], (Kind::Bool, x.device())).tril(total - t);
+            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false)
+        };
+        self.o.forward(&y.transpose(1, 2).reshape([b, t, self.heads * self.head_dim]))
+    }
+}
+
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl Mlp {
+    fn new(p: Path, s: &LlamaSpec, residual_std: f64) -> Mlp {
+        Mlp {
+            gate: Linear::new(&p / "gate_proj", s.dim, s.ffn, false, INIT_STD),
+            up: Linear::new(&p / "up_proj", s.dim, s.ffn, false, INIT_STD),
+            down: Linear::new(&p / "down_proj", s.ffn, s.dim, false, residual_std),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.down.forward(&(self.gate.forward(x).silu() * self.up.forward(x)))
+    }
+}
+
+struct Block {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    mlp_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn new(p: Path, s: &LlamaSpec) -> Block {
+        let residual_std = INIT_STD / (2.0 * s.layers as f64).sqrt();
+        Block {
+            attn_norm: RmsNorm::new(&p / "input_layernorm", s.dim, s.norm_eps),
+            attn: Attention::new(&p / "self_attn", s, residual_std),
+            mlp_norm: RmsNorm::new(&p / "post_attention_layernorm", s.dim, s.norm_eps),
+            mlp: Mlp::new(&p / "mlp", s, residual_std),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, rope: &Rope, cache: Option<(&mut KvCache, usize)>) -> Tensor {
+        let h = x + self.attn.forward(&self.attn_norm.forward(x), rope, cache);
+        &h + self.mlp.forward(&self.mlp_norm.forward(&h))
+    }
+}
+
+/// A llama-family decoder with its variables in `vs`.
+pub struct Llama {
+    pub spec: LlamaSpec,
+    pub vs: VarStore,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    /// `None` when tied to the embedding.
+    head: Option<Tensor>,
+    rope: Rope,
+}
+
+impl Llama {
+    /// A freshly initialised model (seed it with `tch::manual_seed` first). The spec must
+    /// know its vocabulary size.
+    pub fn new(spec: &LlamaSpec, device: Device, scaling: Option<Llama3Scaling>) -> Result<Llama, String> {
+        let vocab = spec.vocab.ok_or("the model's vocabulary size is not known")? as i64;
+        let vs = VarStore::new(device);
+        let root = vs.root();
+        let m = &root / "model";
+        let embed = (&m / "embed_tokens").var("weight", &[vocab, spec.dim as i64], Init::Randn { mean: 0.0, stdev: INIT_STD });
+        let blocks = (0..spec.layers).map(|i| Block::new(&m / "layers" / i, spec)).collect();
+        let norm = RmsNorm::new(&m / "norm", spec.dim, spec.norm_eps);
+        let head = (!spec.tie).then(|| (&root / "lm_head").var("weight", &[vocab, spec.dim as i64], Init::Randn { mean: 0.0, stdev: INIT_STD }));
+        let rope = Rope::new(spec.head_dim(), spec.max_seq, spec.rope_theta, scaling, device);
+        Ok(Llama { spec: spec.clone(), vs, embed, blocks, norm, head, rope })
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// `tokens: [B, T]` (int64) -> logits `[B, T, vocab]`. With a cache, positions
+    /// continue from what it holds and it is extended.
+    pub fn forward(&self, tokens: &Tensor, mut cache: Option<&mut KvCache>) -> Tensor {
+        let t = tokens.size()[1];
+        let mut x = Tensor::embedding(&self.embed, tokens, -1, false, false);
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(&x, &self.rope, cache.as_deref_mut().map(|c| (c, i)));
+        }
+        if let Some(c) = cache {
+            c.offset += t;
+        }
+        let x = self.norm.forward(&x);
+        x.linear(self.head.as_ref().unwrap_or(&self.embed), None::<Tensor>)
+    }
+
+    pub fn max_seq(&self) -> i64 {
+        self.rope.max_seq()
+    }
+}

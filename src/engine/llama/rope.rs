@@ -1,0 +1,64 @@
+//! Rotary position embeddings: the cos/sin tables, built once per model and device, in
+//! Hugging Face's "rotate half" layout (the two halves of each head are the pairs).
+
+use super::config::Llama3Scaling;
+use std::f64::consts::PI;
+use tch::{Device, Kind, Tensor};
+
+pub struct Rope {
+    /// [max_seq, head_dim]
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// Inverse frequencies θ^(-2i/d), with llama-3 scaling of the long wavelengths if asked.
+pub fn inverse_frequencies(head_dim: usize, theta: f64, scaling: Option<Llama3Scaling>) -> Vec<f64> {
+    (0..head_dim / 2)
+        .map(|i| {
+            let f = 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64);
+            match scaling {
+                None => f,
+                Some(s) => {
+                    let wavelen = 2.0 * PI / f;
+                    let low = s.original_max_position / s.low_freq_factor;
+                    let high = s.original_max_position / s.high_freq_factor;
+                    if wavelen < high {
+                        f
+                    } else if wavelen > low {
+                        f / s.factor
+                    } else {
+                        let smooth = (s.original_max_position / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+                        (1.0 - smooth) * f / s.factor + smooth * f
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
+impl Rope {
+    pub fn new(head_dim: usize, max_seq: usize, theta: f64, scaling: Option<Llama3Scaling>, device: Device) -> Rope {
+        let inv: Vec<f32> = inverse_frequencies(head_dim, theta, scaling).into_iter().map(|x| x as f32).collect();
+        let inv = Tensor::from_slice(&inv);
+        let pos = Tensor::arange(max_seq as i64, (Kind::Float, Device::Cpu));
+        let freqs = pos.unsqueeze(1) * inv.unsqueeze(0); // [T, hd/2]
+        let emb = Tensor::cat(&[&freqs, &freqs], -1); // [T, hd]
+        Rope { cos: emb.cos().to_device(device), sin: emb.sin().to_device(device) }
+    }
+
+    /// Rotates `x: [B, H, T, hd]` for positions `offset .. offset+T`.
+    pub fn apply(&self, x: &Tensor, offset: i64) -> Tensor {
+        let t = x.size()[2];
+        let hd = x.size()[3];
+        let cos = self.cos.narrow(0, offset, t).to_kind(x.kind());
+        let sin = self.sin.narrow(0, offset, t).to_kind(x.kind());
+        let x1 = x.narrow(-1, 0, hd / 2);
+        let x2 = x.narrow(-1, hd / 2, hd / 2);
+        let rotated = Tensor::cat(&[&(-&x2), &x1], -1);
+        x * cos + rotated * sin
+    }
+
+    pub fn max_seq(&self) -> i64 {
+        self.cos.size()[0]
+    }
+}
