@@ -12,6 +12,8 @@
 set -euo pipefail
 
 TORCH_VERSION=2.11.0
+# transformers makes the engine's reference fixtures (tests/fixtures/*.py).
+TRANSFORMERS_VERSION=5.24.0
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${KDL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kdl}"
 VENV="$CACHE/torch-$TORCH_VERSION"
@@ -72,9 +74,41 @@ else
   PY="$VENV/bin/python"; dir=$(torch_dir_of "$PY")
 fi
 
+# Reference checkpoints and logits for the engine parity tests, made once per version
+# of the fixture script and kept in the cache.
+FIX=""
+make_fixtures() {
+  local script="$ROOT/tests/fixtures/llama_reference.py"
+  local sum
+  sum=$(sha256sum "$script" | cut -c1-16)
+  FIX="$CACHE/fixtures/llama-$sum"
+  [ -f "$FIX/.kdl-complete" ] && return 0
+  mkdir -p "$CACHE"
+  exec 8>"$CACHE/fixtures.lock"
+  flock 8
+  [ -f "$FIX/.kdl-complete" ] && return 0
+  if ! "$PY" -c "import transformers" 2>/dev/null; then
+    if [ "$PY" != "$VENV/bin/python" ]; then
+      say "$PY has no transformers: engine parity fixtures not made (tests that need them will say so)"
+      FIX=""
+      return 0
+    fi
+    say "installing transformers==$TRANSFORMERS_VERSION for the reference fixtures"
+    "$PY" -m pip install --quiet --disable-pip-version-check "transformers==$TRANSFORMERS_VERSION"
+  fi
+  say "making engine reference fixtures in $FIX"
+  rm -rf "$FIX.tmp"
+  "$PY" "$script" "$FIX.tmp" >/dev/null 2>&1 || { say "the fixture script failed: run $PY $script /tmp/x to see why"; exit 1; }
+  rm -rf "$FIX" && mv "$FIX.tmp" "$FIX" && touch "$FIX/.kdl-complete"
+}
+make_fixtures
+
 # Rewritten only when it changes, so cargo does not rebuild torch-sys for nothing.
 conf="$ROOT/.cargo/libtorch.toml"
 want=$(printf '# Written by ./setup.sh: the torch %s install kdl links against.\n[env]\nLIBTORCH = { value = "%s", relative = false }\nKDL_PYTHON = { value = "%s", relative = false }\n' "$TORCH_VERSION" "$dir" "$PY")
+if [ -n "$FIX" ]; then
+  want="$want"$(printf '\nKDL_FIXTURES = { value = "%s", relative = false }' "$FIX")
+fi
 if [ ! -f "$conf" ] || [ "$(cat "$conf")" != "$want" ]; then
   printf '%s\n' "$want" > "$conf"
 fi

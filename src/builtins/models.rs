@@ -59,6 +59,7 @@ fn llama(a: &Args) -> Result<Value, Diagnostic> {
         norm_eps: a.num("norm_eps")?,
         max_seq: a.count("max_seq")?,
         qkv_bias: a.boolean("qkv_bias")?,
+        o_bias: false,
     };
     Ok(Value::Model(Rc::new(spec)))
 }

@@ -23,6 +23,8 @@ pub struct LlamaSpec {
     pub norm_eps: f64,
     pub max_seq: usize,
     pub qkv_bias: bool,
+    /// Bias on the attention output too (llama's `attention_bias`; Qwen2 has none).
+    pub o_bias: bool,
 }
 
 /// The SwiGLU rule: 2/3 of 4·dim, rounded up to a multiple of 64 (512 -> 1408).
@@ -43,7 +45,8 @@ impl LlamaSpec {
         let q = d * self.heads as u128 * hd;
         let kv = 2 * d * self.kv_heads as u128 * hd;
         let o = self.heads as u128 * hd * d;
-        let bias = if self.qkv_bias { (self.heads as u128 + 2 * self.kv_heads as u128) * hd } else { 0 };
+        let bias = if self.qkv_bias { (self.heads as u128 + 2 * self.kv_heads as u128) * hd } else { 0 }
+            + if self.o_bias { d } else { 0 };
         let mlp = 3 * d * self.ffn as u128;
         let norms = 2 * d;
         (self.layers as u128 * (q + kv + o + bias + mlp + norms) + d).min(u64::MAX as u128) as u64
@@ -68,9 +71,11 @@ impl LlamaSpec {
 
     /// The Hugging Face `config.json` for LlamaForCausalLM.
     pub fn hf_config(&self) -> serde_json::Value {
+        // q/k/v bias without an output bias is Qwen2's layout; llama biases all four.
+        let qwen2 = self.qkv_bias && !self.o_bias;
         json!({
-            "architectures": ["LlamaForCausalLM"],
-            "model_type": "llama",
+            "architectures": [if qwen2 { "Qwen2ForCausalLM" } else { "LlamaForCausalLM" }],
+            "model_type": if qwen2 { "qwen2" } else { "llama" },
             "hidden_size": self.dim,
             "intermediate_size": self.ffn,
             "num_hidden_layers": self.layers,
@@ -82,7 +87,7 @@ impl LlamaSpec {
             "rope_theta": self.rope_theta,
             "rms_norm_eps": self.norm_eps,
             "max_position_embeddings": self.max_seq,
-            "attention_bias": self.qkv_bias,
+            "attention_bias": self.qkv_bias && self.o_bias,
             "hidden_act": "silu",
             "torch_dtype": "float32",
         })
@@ -163,6 +168,7 @@ mod tests {
             norm_eps: 1e-5,
             max_seq: 2048,
             qkv_bias: false,
+            o_bias: false,
         }
     }
 

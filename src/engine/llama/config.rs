@@ -86,8 +86,10 @@ impl HfConfig {
             rope_theta: self.theta(),
             norm_eps: self.rms_norm_eps,
             max_seq: self.max_position_embeddings,
-            // Qwen2 always has q/k/v bias; llama/mistral only when attention_bias says so.
-            qkv_bias: self.attention_bias.unwrap_or(self.architecture() == "Qwen2ForCausalLM"),
+            // Qwen2 always has q/k/v bias and no output bias; llama/mistral's
+            // attention_bias puts a bias on all four projections.
+            qkv_bias: self.attention_bias.unwrap_or(false) || self.architecture() == "Qwen2ForCausalLM",
+            o_bias: self.attention_bias.unwrap_or(false) && self.architecture() != "Qwen2ForCausalLM",
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod init;
 pub mod model;
 pub mod rope;
 

@@ -20,8 +20,8 @@ struct Linear {
 }
 
 impl Linear {
-    fn new(p: Path, inputs: usize, outputs: usize, bias: bool, std: f64) -> Linear {
-        let weight = p.var("weight", &[outputs as i64, inputs as i64], Init::Randn { mean: 0.0, stdev: std });
+    fn new(p: Path, inputs: usize, outputs: usize, bias: bool) -> Linear {
+        let weight = p.var("weight", &[outputs as i64, inputs as i64], Init::Const(0.0));
         let bias = bias.then(|| p.var("bias", &[outputs as i64], Init::Const(0.0)));
         Linear { weight, bias }
     }
@@ -61,13 +61,13 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(p: Path, s: &LlamaSpec, residual_std: f64) -> Attention {
+    fn new(p: Path, s: &LlamaSpec) -> Attention {
         let hd = s.head_dim();
         Attention {
-            q: Linear::new(&p / "q_proj", s.dim, s.heads * hd, s.qkv_bias, INIT_STD),
-            k: Linear::new(&p / "k_proj", s.dim, s.kv_heads * hd, s.qkv_bias, INIT_STD),
-            v: Linear::new(&p / "v_proj", s.dim, s.kv_heads * hd, s.qkv_bias, INIT_STD),
-            o: Linear::new(&p / "o_proj", s.heads * hd, s.dim, false, residual_std),
+            q: Linear::new(&p / "q_proj", s.dim, s.heads * hd, s.qkv_bias),
+            k: Linear::new(&p / "k_proj", s.dim, s.kv_heads * hd, s.qkv_bias),
+            v: Linear::new(&p / "v_proj", s.dim, s.kv_heads * hd, s.qkv_bias),
+            o: Linear::new(&p / "o_proj", s.heads * hd, s.dim, s.o_bias),
             heads: s.heads as i64,
             kv_heads: s.kv_heads as i64,
             head_dim: hd as i64,
@@ -110,11 +110,11 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn new(p: Path, s: &LlamaSpec, residual_std: f64) -> Mlp {
+    fn new(p: Path, s: &LlamaSpec) -> Mlp {
         Mlp {
-            gate: Linear::new(&p / "gate_proj", s.dim, s.ffn, false, INIT_STD),
-            up: Linear::new(&p / "up_proj", s.dim, s.ffn, false, INIT_STD),
-            down: Linear::new(&p / "down_proj", s.ffn, s.dim, false, residual_std),
+            gate: Linear::new(&p / "gate_proj", s.dim, s.ffn, false),
+            up: Linear::new(&p / "up_proj", s.dim, s.ffn, false),
+            down: Linear::new(&p / "down_proj", s.ffn, s.dim, false),
         }
     }
 
@@ -132,12 +132,11 @@ struct Block {
 
 impl Block {
     fn new(p: Path, s: &LlamaSpec) -> Block {
-        let residual_std = INIT_STD / (2.0 * s.layers as f64).sqrt();
         Block {
             attn_norm: RmsNorm::new(&p / "input_layernorm", s.dim, s.norm_eps),
-            attn: Attention::new(&p / "self_attn", s, residual_std),
+            attn: Attention::new(&p / "self_attn", s),
             mlp_norm: RmsNorm::new(&p / "post_attention_layernorm", s.dim, s.norm_eps),
-            mlp: Mlp::new(&p / "mlp", s, residual_std),
+            mlp: Mlp::new(&p / "mlp", s),
         }
     }
 
@@ -160,19 +159,46 @@ pub struct Llama {
 }
 
 impl Llama {
-    /// A freshly initialised model (seed it with `tch::manual_seed` first). The spec must
+    /// A model with zeroed weights, to be filled by `init` or a checkpoint. The spec must
     /// know its vocabulary size.
     pub fn new(spec: &LlamaSpec, device: Device, scaling: Option<Llama3Scaling>) -> Result<Llama, String> {
         let vocab = spec.vocab.ok_or("the model's vocabulary size is not known")? as i64;
         let vs = VarStore::new(device);
         let root = vs.root();
         let m = &root / "model";
-        let embed = (&m / "embed_tokens").var("weight", &[vocab, spec.dim as i64], Init::Randn { mean: 0.0, stdev: INIT_STD });
+        let embed = (&m / "embed_tokens").var("weight", &[vocab, spec.dim as i64], Init::Const(0.0));
         let blocks = (0..spec.layers).map(|i| Block::new(&m / "layers" / i, spec)).collect();
         let norm = RmsNorm::new(&m / "norm", spec.dim, spec.norm_eps);
-        let head = (!spec.tie).then(|| (&root / "lm_head").var("weight", &[vocab, spec.dim as i64], Init::Randn { mean: 0.0, stdev: INIT_STD }));
+        let head = (!spec.tie).then(|| (&root / "lm_head").var("weight", &[vocab, spec.dim as i64], Init::Const(0.0)));
         let rope = Rope::new(spec.head_dim(), spec.max_seq, spec.rope_theta, scaling, device);
         Ok(Llama { spec: spec.clone(), vs, embed, blocks, norm, head, rope })
+    }
+
+    /// Fills the weights by the llama recipe from `seed` alone: each variable draws from
+    /// its own stream (seed, name), so the result does not depend on libtorch's global
+    /// generator, on other threads, or on the device.
+    pub fn init(&self, seed: u64) {
+        let residual_std = INIT_STD / (2.0 * self.spec.layers as f64).sqrt();
+        for (name, var) in self.vs.variables() {
+            let values = if name.contains("norm") {
+                None
+            } else if name.ends_with("bias") {
+                Some(0.0)
+            } else {
+                let std = if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") { residual_std } else { INIT_STD };
+                let n = var.numel();
+                let data = super::init::normal(seed, &name, n, std);
+                let t = Tensor::from_slice(&data).view(var.size().as_slice()).to_kind(var.kind()).to_device(var.device());
+                tch::no_grad(|| var.shallow_clone().copy_(&t));
+                continue;
+            };
+            tch::no_grad(|| {
+                let _ = match values {
+                    Some(v) => var.shallow_clone().fill_(v),
+                    None => var.shallow_clone().fill_(1.0),
+                };
+            });
+        }
     }
 
     pub fn device(&self) -> Device {
