@@ -7,7 +7,7 @@ use kdl::builtins::{self, Family};
 fn render() -> String {
     let mut out = String::from(
         "# Builtins reference\n\n<!-- Generated from the builtin table by tests/reference.rs; edit the table, then run\n     KDL_BLESS=1 cargo test --test reference -->\n\n\
-         Arguments are positional in the order shown, or named (`name=value`). `x.f(a)` calls `f(x, a)`.\n\
+         Arguments are positional in the order shown, or named (`name=value`). `x.f(a)` calls the builtin `f(x, a)`\n(builtins only, and only when `x` has no member `f`).\n\
          In the REPL, `:help NAME` shows the same text.\n",
     );
     let families =
