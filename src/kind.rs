@@ -95,7 +95,8 @@ impl fmt::Debug for Kinds {
 /// "a number", "an optimizer": for messages.
 pub fn with_article(k: Kinds) -> String {
     let s = k.to_string();
-    if k.is_any() || !k.is_single() {
+    // Mass nouns take no article: "must be data", "this is nothing".
+    if k.is_any() || !k.is_single() || k == Kinds::DATA || k == Kinds::NOTHING {
         return s;
     }
     let article = if s.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
@@ -122,10 +123,12 @@ pub fn role_accepts(role: Role) -> Kinds {
 pub struct OpError {
     pub message: String,
     pub help: String,
+    /// The right operand's value is the problem (division by zero), not the kinds.
+    pub blame_rhs: bool,
 }
 
 fn op_err(message: String, help: &str) -> Result<Kinds, OpError> {
-    Err(OpError { message, help: help.to_string() })
+    Err(OpError { message, help: help.to_string(), blame_rhs: false })
 }
 
 /// The kind an operator produces from operand kinds: the language's arithmetic rules in

@@ -76,8 +76,13 @@ impl Checker {
             Expr::Binary { op, lhs, rhs } => {
                 let (a, b) = (self.expr(lhs), self.expr(rhs));
                 if let (Some(x), Some(y)) = (&a.value, &b.value) {
-                    if let Ok(v) = ops::apply_binary(*op, x, y) {
-                        return Abs::known(v);
+                    match ops::apply_binary(*op, x, y) {
+                        Ok(v) => return Abs::known(v),
+                        Err(err) if err.blame_rhs => {
+                            self.report(Diagnostic::error(err.message).label(rhs.span, "this is 0").help(err.help));
+                            return Abs::of(a.kinds);
+                        }
+                        Err(_) => {}
                     }
                 }
                 match binary_rule(*op, a.kinds, b.kinds) {

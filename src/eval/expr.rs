@@ -18,6 +18,9 @@ const MAX_CALL_DEPTH: usize = 200;
 pub type CallArgs = Vec<(Option<Ident>, Span, Value)>;
 
 fn op_error(e: OpError, span: Span, parts: &[(&SExpr, &Value)]) -> Diagnostic {
+    if let (true, Some((rhs, _))) = (e.blame_rhs, parts.last()) {
+        return Diagnostic::error(e.message).label(rhs.span, "this is 0").help(e.help);
+    }
     let mut d = Diagnostic::error(e.message);
     if parts.is_empty() {
         d = d.label(span, "here");

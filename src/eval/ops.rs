@@ -57,6 +57,9 @@ pub fn apply_binary(op: BinOp, lhs: &Value, rhs: &Value) -> Result<Value, OpErro
     if op == BinOp::Ne {
         return Ok(Value::Bool(!lhs.equals(rhs)));
     }
+    if op == BinOp::Div && matches!(rhs, Value::Num(y) if *y == 0.0) {
+        return Err(OpError { message: "division by zero".into(), help: "divide by a number other than 0".into(), blame_rhs: true });
+    }
     Ok(match (lhs, rhs) {
         (Value::Num(x), Value::Num(y)) => num(op, *x, *y),
         (Value::Loss(a), Value::Loss(b)) => {
