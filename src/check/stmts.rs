@@ -136,12 +136,10 @@ impl Checker {
                     .help(format!("to set the slot, write `{0} <value>` without `let`", name.node)),
             );
         }
-        let mut scope_abs = abs;
-        if !fresh {
-            // After an assignment in a stage or def the value depends on the path taken.
-            scope_abs = if self.state.scopes.len() > 1 && existing.is_none() { scope_abs.unknown_value() } else { scope_abs };
-        }
-        self.state.scopes.last_mut().expect("a scope").insert(name.node.clone(), Bound { abs: scope_abs, span: name.span });
+        // Like the evaluator: an assignment updates the scope that holds the name.
+        let holder = if fresh { None } else { self.state.scopes.iter().rposition(|sc| sc.contains_key(&name.node)) };
+        let index = holder.unwrap_or(self.state.scopes.len() - 1);
+        self.state.scopes[index].insert(name.node.clone(), Bound { abs, span: name.span });
     }
 
     fn def(&mut self, name: &Ident, params: &[crate::syntax::Param], body: &SExpr) {
