@@ -179,24 +179,18 @@ impl Llama {
     /// generator, on other threads, or on the device.
     pub fn init(&self, seed: u64) {
         let residual_std = INIT_STD / (2.0 * self.spec.layers as f64).sqrt();
-        for (name, var) in self.vs.variables() {
-            let values = if name.contains("norm") {
-                None
-            } else if name.ends_with("bias") {
-                Some(0.0)
-            } else {
-                let std = if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") { residual_std } else { INIT_STD };
-                let n = var.numel();
-                let data = super::init::normal(seed, &name, n, std);
-                let t = Tensor::from_slice(&data).view(var.size().as_slice()).to_kind(var.kind()).to_device(var.device());
-                tch::no_grad(|| var.shallow_clone().copy_(&t));
-                continue;
-            };
+        for (name, mut var) in self.vs.variables() {
             tch::no_grad(|| {
-                let _ = match values {
-                    Some(v) => var.shallow_clone().fill_(v),
-                    None => var.shallow_clone().fill_(1.0),
-                };
+                if name.contains("norm") {
+                    let _ = var.fill_(1.0);
+                } else if name.ends_with("bias") {
+                    let _ = var.fill_(0.0);
+                } else {
+                    let residual = name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight");
+                    let data = super::init::normal(seed, &name, var.numel(), if residual { residual_std } else { INIT_STD });
+                    let t = Tensor::from_slice(&data).view(var.size().as_slice()).to_kind(var.kind()).to_device(var.device());
+                    var.copy_(&t);
+                }
             });
         }
     }
