@@ -37,10 +37,8 @@ impl Checker {
             d = d.help("`T` means the temperature of a kl(T=..) term in the same statement; this statement has none");
         } else if let Some(s) = closest(name, candidates.iter().map(|s| s.as_str())) {
             d = d.help(format!("did you mean `{s}`?"));
-        } else if crate::loader::stdlib_names().iter().any(|m| {
-            self.loader.borrow_mut().load_stdlib(m).is_some_and(|l| l.module.stmts.iter().any(|s| defines(s, name)))
-        }) {
-            d = d.help(format!("`{name}` is in the standard library: add `use {}` first", stdlib_home(self, name)));
+        } else if let Some(module) = stdlib_home(self, name) {
+            d = d.help(format!("`{name}` is in the standard library: add `use {module}` first"));
         }
         self.report(d);
     }
@@ -374,13 +372,9 @@ fn defines(stmt: &crate::syntax::SStmt, name: &str) -> bool {
     }
 }
 
-fn stdlib_home(c: &Checker, name: &str) -> String {
-    for m in crate::loader::stdlib_names() {
-        if let Some(l) = c.loader.borrow_mut().load_stdlib(m) {
-            if l.module.stmts.iter().any(|s| defines(s, name)) {
-                return m.to_string();
-            }
-        }
-    }
-    String::new()
+/// The stdlib module that defines `name`, if one does.
+fn stdlib_home(c: &Checker, name: &str) -> Option<&'static str> {
+    crate::loader::stdlib_names()
+        .into_iter()
+        .find(|m| c.loader.borrow_mut().load_stdlib(m).is_some_and(|l| l.module.stmts.iter().any(|s| defines(s, name))))
 }
