@@ -14,14 +14,19 @@ use chumsky::error::{Rich, RichPattern, RichReason};
 
 pub use ast::*;
 
+/// Lexes and lays out `src`: the token stream both parsers read, and the diagnostics so far.
+fn tokens(src: &str, file: FileId) -> (Vec<(token::Token, Span)>, Vec<Diagnostic>) {
+    let (tokens, lex_errors) = lexer::lex(src, file);
+    let mut diags: Vec<Diagnostic> = lex_errors.into_iter().map(|e| lex_diagnostic(e, file)).collect();
+    let (tokens, layout_diags) = layout::layout(tokens, src);
+    diags.extend(layout_diags);
+    (tokens, diags)
+}
+
 /// Parses one file. Returns the tree (with `Error` nodes where recovery happened) and
 /// every syntax error found.
 pub fn parse(src: &str, file: FileId) -> (Module, Vec<Diagnostic>) {
-    let (tokens, lex_errors) = lexer::lex(src, file);
-    let mut diags: Vec<Diagnostic> =
-        lex_errors.into_iter().map(|e| lex_diagnostic(e, file)).collect();
-    let (tokens, layout_diags) = layout::layout(tokens, src);
-    diags.extend(layout_diags);
+    let (tokens, mut diags) = tokens(src, file);
     let eoi = span(file, src.len()..src.len());
     let input = tokens.as_slice().map(eoi, |(t, s)| (t, s));
     let (module, parse_errors) = parser::module().parse(input).into_output_errors();
@@ -31,10 +36,7 @@ pub fn parse(src: &str, file: FileId) -> (Module, Vec<Diagnostic>) {
 
 /// Parses a single expression (used by the REPL's `:type`).
 pub fn parse_expr(src: &str, file: FileId) -> (Option<SExpr>, Vec<Diagnostic>) {
-    let (tokens, lex_errors) = lexer::lex(src, file);
-    let mut diags: Vec<Diagnostic> = lex_errors.into_iter().map(|e| lex_diagnostic(e, file)).collect();
-    let (tokens, layout_diags) = layout::layout(tokens, src);
-    diags.extend(layout_diags);
+    let (tokens, mut diags) = tokens(src, file);
     let tokens: Vec<_> = tokens.into_iter().filter(|(t, _)| *t != token::Token::Sep).collect();
     let eoi = span(file, src.len()..src.len());
     let input = tokens.as_slice().map(eoi, |(t, s)| (t, s));
