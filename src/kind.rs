@@ -199,3 +199,7 @@ pub fn neg_rule(a: Kinds) -> Result<Kinds, OpError> {
 pub fn model_members() -> &'static [&'static str] {
     &["layers", "dim", "heads", "kv_heads", "head_dim", "ffn", "vocab", "params", "tie"]
 }
+
+/// What `save VALUE to PATH` writes, for the checker and the evaluator alike.
+pub const SAVEABLE: Kinds = Kinds(Kinds::MODEL.0 | Kinds::TOKENIZER.0 | Kinds::TENSOR.0);
+pub const SAVE_HELP: &str = "`save` writes models (a Hugging Face folder), tokenizers (tokenizer.json) and tensors (.safetensors)";

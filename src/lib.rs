@@ -12,6 +12,7 @@ pub mod check;
 pub mod diag;
 pub mod engine;
 pub mod eval;
+pub mod interrupt;
 pub mod kind;
 pub mod loader;
 pub mod session;

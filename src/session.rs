@@ -170,9 +170,16 @@ impl Session {
         let mut last = None;
         self.interp.file = loaded.file;
         for stmt in &loaded.module.stmts {
+            self.interp.streamed = false;
             last = self.interp.exec_stmt(stmt).map_err(|d| Error { diagnostics: vec![d], io: false })?;
         }
         Ok(last)
+    }
+
+    /// True when the last statement's value was already streamed to the output
+    /// (`generate`, `chat`), so a REPL should not print it again.
+    pub fn streamed(&self) -> bool {
+        self.interp.streamed
     }
 
     /// Warnings from checks since the last call.

@@ -58,7 +58,7 @@ fn cached_decoding_matches_the_full_forward() {
 fn saved_checkpoints_load_back_with_the_same_logits() {
     let model = load_hf_dir(&fixtures().join("mha_untied"), Device::Cpu).unwrap();
     let out = std::env::temp_dir().join(format!("kdl-roundtrip-{}", std::process::id()));
-    save_hf_dir(&model, &out, &[]).unwrap();
+    save_hf_dir(&model, &out, &Default::default(), &[]).unwrap();
     let again = load_hf_dir(&out, Device::Cpu).unwrap();
     let (ids, _) = reference("mha_untied");
     let (a, b) = tch::no_grad(|| (model.forward(&ids, None), again.forward(&ids, None)));
@@ -106,4 +106,42 @@ fn fresh_models_are_seeded_and_reproducible() {
     assert!((std("model.embed_tokens.weight") - 0.02).abs() < 2e-3);
     assert!(std("model.layers.0.mlp.down_proj.weight") < 0.012);
     assert_eq!(vars["model.norm.weight"].mean(Kind::Float).double_value(&[]), 1.0);
+}
+
+/// kdl saves a fresh model from a script; transformers (tests/fixtures/hf_logits.py)
+/// loads the folder and computes the same logits.
+#[test]
+fn transformers_loads_kdl_saved_models_with_the_same_logits() {
+    let python = std::env::var("KDL_PYTHON").expect("KDL_PYTHON is unset: run ./setup.sh");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf_logits.py");
+    let cases = [
+        ("llama_untied_gqa", "llama(layers=2, dim=64, heads=4, kv_heads=2, vocab=300, tie=false, seed=5)", "LlamaForCausalLM"),
+        ("llama_tied_mha", "llama(layers=3, dim=48, heads=3, vocab=257, seed=6)", "LlamaForCausalLM"),
+        ("qwen2_bias", "llama(layers=2, dim=64, heads=4, kv_heads=1, vocab=300, qkv_bias=true, seed=7)", "Qwen2ForCausalLM"),
+    ];
+    let ids: Vec<i64> = vec![5, 17, 42, 1, 250, 99, 3, 0, 7, 128, 64, 2];
+    for (name, model, architecture) in cases {
+        let dir = std::env::temp_dir().join(format!("kdl-hf-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut s = kdl::Session::capture();
+        s.eval_str(&format!("let m = {model}\nsave m to {:?}", dir.display().to_string())).unwrap();
+        let Some(kdl::eval::Value::Model(m)) = s.get("m") else { panic!("a model") };
+        let ours = tch::no_grad(|| m.weights().unwrap().forward(&Tensor::from_slice(&ids).view([1, -1]), None));
+        let out = dir.with_extension("safetensors");
+        let run = std::process::Command::new(&python)
+            .arg(&script)
+            .arg(&dir)
+            .arg(serde_json::to_string(&[&ids]).unwrap())
+            .arg(&out)
+            .output()
+            .expect("run the python of ./setup.sh");
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(run.status.success(), "{name}: hf_logits.py failed: {}", String::from_utf8_lossy(&run.stderr));
+        assert!(stdout.contains(&format!("architecture={architecture}")), "{name}: {stdout}");
+        let theirs = Tensor::read_safetensors(&out).unwrap().into_iter().find(|(n, _)| n == "logits").unwrap().1;
+        let d = max_abs_diff(&ours, &theirs);
+        assert!(d <= TOLERANCE, "{name}: max |Δlogit| = {d:e}");
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_file(&out);
+    }
 }

@@ -66,11 +66,11 @@ pub fn teacher_terms(loss: &crate::spec::LossExpr) -> String {
 
 fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
     let teacher = match input(interp, a, Role::Teacher) {
-        Some(Value::Model(m)) => Some((*m).clone()),
+        Some(Value::Model(m)) => Some(m.spec.clone()),
         _ => None,
     };
     let mut student = match input(interp, a, Role::Student) {
-        Some(Value::Model(m)) => (*m).clone(),
+        Some(Value::Model(m)) => m.spec.clone(),
         _ => return Err(missing(a, Role::Student)),
     };
     let data = match input(interp, a, Role::Data) {

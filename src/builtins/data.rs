@@ -37,7 +37,7 @@ fn list_dir(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
 }
 
 /// A file, every `.txt` in a folder, or a `*`/`?` pattern in the last path part.
-fn resolve_text_files(path: &Path) -> Vec<PathBuf> {
+pub(super) fn resolve_text_files(path: &Path) -> Vec<PathBuf> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     if name.contains(['*', '?']) {
         let dir = path.parent().unwrap_or(Path::new("."));
@@ -102,12 +102,12 @@ pub fn table() -> Vec<Builtin> {
             slots: &[],
         },
         Builtin {
-            name: "chat",
+            name: "conversations",
             family: Family::Data,
             params: vec![param("path", s, Required, "a .jsonl file of {\"messages\": [...]}")],
             returns: Kinds::DATA,
             doc: "chat conversations; the loss counts only the assistant's tokens",
-            example: "chat(\"bangla_chat.jsonl\")",
+            example: "conversations(\"bangla_chat.jsonl\")",
             run: |interp, a| Ok(data(DataSource::Chat { path: existing_file(interp, a, "path")? })),
             pure: false,
             slots: &[],
@@ -134,14 +134,19 @@ pub fn table() -> Vec<Builtin> {
         Builtin {
             name: "tokenizer",
             family: Family::Data,
-            params: vec![param("path", s, Required, "a tokenizer.json (Hugging Face tokenizers format)")],
+            params: vec![param("source", s | Kinds::MODEL, Required, "a tokenizer.json (Hugging Face tokenizers format), or a loaded model")],
             returns: Kinds::TOKENIZER,
-            doc: "loads a tokenizer; its vocabulary size sizes students that do not give vocab=",
+            doc: "a tokenizer from a file or a model; its vocabulary size sizes students that do not give vocab=",
             example: "tokenizer(\"tokenizer.json\")",
             run: |interp, a| {
-                let path = existing_file(interp, a, "path")?;
+                if let Some(Value::Model(m)) = a.get("source") {
+                    return m.tokenizer.clone().map(Value::Tokenizer).ok_or_else(|| {
+                        a.error("source", "this model has no tokenizer").help("load a tokenizer file with tokenizer(\"tokenizer.json\"), or train one with bpe(...)")
+                    });
+                }
+                let path = existing_file(interp, a, "source")?;
                 let tok = tokenizers::Tokenizer::from_file(&path).map_err(|e| {
-                    a.error("path", format!("{path} is not a tokenizer file: {e}"))
+                    a.error("source", format!("{path} is not a tokenizer file: {e}"))
                         .help("kdl reads the Hugging Face `tokenizer.json` format")
                 })?;
                 Ok(Value::Tokenizer(Rc::new(TokenizerValue { source: path, tokenizer: tok })))

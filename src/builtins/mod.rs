@@ -6,6 +6,7 @@ mod actions;
 mod args;
 mod core;
 mod data;
+mod inference;
 mod losses;
 mod models;
 mod optim;
@@ -29,6 +30,7 @@ pub enum Family {
     Schedules,
     Optim,
     Data,
+    Inference,
     Actions,
 }
 
@@ -41,6 +43,7 @@ impl Family {
             Family::Schedules => "schedules",
             Family::Optim => "optimizers",
             Family::Data => "data",
+            Family::Inference => "inference",
             Family::Actions => "actions",
         }
     }
@@ -202,6 +205,7 @@ pub fn all() -> &'static [Builtin] {
         t.extend(schedules::table());
         t.extend(optim::table());
         t.extend(data::table());
+        t.extend(inference::table());
         t.extend(actions::table());
         t
     })

@@ -1,9 +1,10 @@
 //! Model builders. `llama(...)` fills what is not given by the usual recipes: heads from a
 //! 64-wide head, SwiGLU width, tied embeddings (the small-student default).
 
-use super::{param, Args, Builtin, Default::*, Family, Range};
+use super::{param, Args, Builtin, Default::*, Family, ParamSpec, Range};
 use crate::diag::Diagnostic;
-use crate::eval::Value;
+use crate::engine::device::{parse_device, parse_dtype};
+use crate::eval::{ModelValue, Value};
 use crate::kind::Kinds;
 use crate::spec::model::{swiglu_hidden, DEFAULT_HEAD_DIM};
 use crate::spec::LlamaSpec;
@@ -61,7 +62,25 @@ fn llama(a: &Args) -> Result<Value, Diagnostic> {
         qkv_bias: a.boolean("qkv_bias")?,
         o_bias: false,
     };
-    Ok(Value::Model(Rc::new(spec)))
+    let (device, dtype) = placement(a)?;
+    Ok(Value::Model(Rc::new(ModelValue::built(spec, a.num("seed")? as u64, device, dtype))))
+}
+
+/// The `device=` and `dtype=` arguments: CUDA when present, else the CPU; bf16 on CUDA,
+/// f32 on the CPU.
+pub fn placement(a: &Args) -> Result<(tch::Device, tch::Kind), Diagnostic> {
+    let device = parse_device(&a.string("device")?).map_err(|e| a.error("device", e))?;
+    let dtype = parse_dtype(&a.string("dtype")?, device).map_err(|e| a.error("dtype", e))?;
+    Ok((device, dtype))
+}
+
+/// The `device=` / `dtype=` parameters every model-making builtin takes.
+pub fn placement_params() -> [ParamSpec; 2] {
+    let s = Kinds::STRING;
+    [
+        param("device", s, Str("auto"), "\"cpu\", \"cuda\", \"cuda:N\" or \"auto\" (CUDA when present)"),
+        param("dtype", s, Str("auto"), "\"f32\", \"bf16\", \"f16\" or \"auto\" (bf16 on CUDA, f32 on the CPU)"),
+    ]
 }
 
 pub fn table() -> Vec<Builtin> {
@@ -82,7 +101,11 @@ pub fn table() -> Vec<Builtin> {
             param("norm_eps", n, Num(1e-5), "RMSNorm epsilon").range(Range::Positive),
             param("max_seq", n, Num(2048.0), "longest sequence").range(Range::PositiveInt),
             param("qkv_bias", b, Bool(false), "bias on q/k/v projections (Qwen2-style)"),
-        ],
+            param("seed", n, Num(0.0), "seed of the weight initialisation").range(Range::NonNegativeInt),
+        ]
+        .into_iter()
+        .chain(placement_params())
+        .collect(),
         returns: Kinds::MODEL,
         doc: "a llama-family decoder: RMSNorm, RoPE, grouped-query attention, SwiGLU",
         example: "llama(layers=8, dim=512)",

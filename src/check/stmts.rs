@@ -33,11 +33,11 @@ impl Checker {
             Stmt::Save { value, path } => {
                 let v = self.statement_expr(value, &[value]);
                 let p = self.expr(path);
-                if !v.kinds.fits(Kinds::MODEL | Kinds::TOKENIZER) {
+                if !v.kinds.fits(crate::kind::SAVEABLE) {
                     self.report(
                         Diagnostic::error(format!("cannot save {}", with_article(v.kinds)))
                             .label(value.span, format!("this is {}", with_article(v.kinds)))
-                            .help("`save` writes models (a Hugging Face folder) and tokenizers (tokenizer.json)"),
+                            .help(crate::kind::SAVE_HELP),
                     );
                 }
                 if !p.kinds.fits(Kinds::STRING) {
@@ -254,7 +254,7 @@ impl Checker {
         let a = match (role, &a.value) {
             (Role::Data | Role::Tokenizer, Some(Value::Str(_))) => Abs::of(if role == Role::Data { Kinds::DATA } else { Kinds::TOKENIZER }),
             (Role::Student, Some(Value::Model(m))) if m.vocab.is_none() => match self.known_vocab() {
-                Some(v) => Abs::known(Value::Model(Rc::new(m.with_vocab(v)))),
+                Some(v) => Abs::known(Value::Model(Rc::new(m.with_vocab(v, None)))),
                 None => a,
             },
             _ => a,

@@ -87,6 +87,8 @@ fn count(n: usize, what: &str) -> String {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Ctrl-C stops generation and training at a clean point instead of killing them.
+    kdl::interrupt::install();
     let color = use_color(cli.color);
     match cli.command {
         Command::Run { file, expr } => {

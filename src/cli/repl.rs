@@ -86,7 +86,7 @@ impl Repl {
             Ok(p) => {
                 self.show_warnings();
                 match self.session.execute(p) {
-                    Ok(Some(v)) if !matches!(v, Value::Nothing) => println!("{}", v.display()),
+                    Ok(Some(v)) if !matches!(v, Value::Nothing) && !self.session.streamed() => println!("{}", v.display()),
                     Ok(_) => {}
                     Err(e) => self.show_errors(&e),
                 }

@@ -89,11 +89,9 @@ fn tensor_bytes(t: &Tensor) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// Writes `model` as an HF folder (f32 weights) that transformers loads as
-/// LlamaForCausalLM; `extra` files (tokenizer.json, ...) go in too.
-pub fn save_hf_dir(model: &Llama, dir: &Path, extra: &[(&str, Vec<u8>)]) -> Result<(), String> {
-    let vars: BTreeMap<String, Tensor> = model.vs.variables().into_iter().collect();
-    let data: Vec<(String, Vec<i64>, Vec<u8>)> = vars.iter().map(|(n, t)| (n.clone(), t.size(), tensor_bytes(t))).collect();
+/// A safetensors file of f32 tensors, in memory.
+pub fn safetensors_bytes(tensors: &[(&str, &Tensor)]) -> Result<Vec<u8>, String> {
+    let data: Vec<(String, Vec<i64>, Vec<u8>)> = tensors.iter().map(|(n, t)| (n.to_string(), t.size(), tensor_bytes(t))).collect();
     let views: Vec<(String, TensorView)> = data
         .iter()
         .map(|(n, shape, bytes)| {
@@ -103,9 +101,36 @@ pub fn save_hf_dir(model: &Llama, dir: &Path, extra: &[(&str, Vec<u8>)]) -> Resu
         .collect::<Result<_, _>>()?;
     let mut metadata = std::collections::HashMap::new();
     metadata.insert("format".to_string(), "pt".to_string());
-    let weights = safetensors::serialize(views, Some(metadata)).map_err(|e| format!("cannot serialise weights: {e}"))?;
-    let config = serde_json::to_vec_pretty(&model.spec.hf_config()).map_err(|e| e.to_string())?;
-    let generation = serde_json::to_vec_pretty(&serde_json::json!({"_from_model_config": true})).map_err(|e| e.to_string())?;
+    safetensors::serialize(views, Some(metadata)).map_err(|e| format!("cannot serialise tensors: {e}"))
+}
+
+/// Special token ids written into `config.json` and `generation_config.json`.
+#[derive(Debug, Clone, Default)]
+pub struct SpecialTokens {
+    pub bos: Option<u32>,
+    pub eos: Vec<u32>,
+}
+
+/// Writes `model` as an HF folder (f32 weights) that transformers loads as
+/// LlamaForCausalLM; `extra` files (tokenizer.json, ...) go in too.
+pub fn save_hf_dir(model: &Llama, dir: &Path, special: &SpecialTokens, extra: &[(&str, Vec<u8>)]) -> Result<(), String> {
+    let vars: BTreeMap<String, Tensor> = model.vs.variables().into_iter().collect();
+    let named: Vec<(&str, &Tensor)> = vars.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let weights = safetensors_bytes(&named)?;
+    let mut config = model.spec.hf_config();
+    let mut generation = serde_json::json!({"_from_model_config": true});
+    for target in [&mut config, &mut generation] {
+        if let Some(b) = special.bos {
+            target["bos_token_id"] = b.into();
+        }
+        match special.eos.as_slice() {
+            [] => {}
+            [one] => target["eos_token_id"] = (*one).into(),
+            many => target["eos_token_id"] = many.to_vec().into(),
+        }
+    }
+    let config = serde_json::to_vec_pretty(&config).map_err(|e| e.to_string())?;
+    let generation = serde_json::to_vec_pretty(&generation).map_err(|e| e.to_string())?;
     let mut files: Vec<(&str, Vec<u8>)> = vec![("config.json", config), ("model.safetensors", weights), ("generation_config.json", generation)];
     files.extend(extra.iter().map(|(n, b)| (*n, b.clone())));
     crate::atomic::write_dir(dir, &files).map_err(|e| format!("cannot write {}: {e}", dir.display()))

@@ -1,9 +1,15 @@
 //! Stage 4, engine: everything that touches tensors, on libtorch through tch. It reads the
-//! plain `spec` values and knows nothing of syntax. For now it answers what hardware a
-//! run would use; models, losses and the training loop grow here.
+//! plain `spec` values and knows nothing of syntax: models (`llama`), checkpoints in and
+//! out (`checkpoint`, `gguf`, `load`), tokenizers (`bpe`), and inference (`generate`,
+//! `chat`).
 
+pub mod bpe;
+pub mod chat;
 pub mod checkpoint;
 pub mod device;
+pub mod generate;
+pub mod gguf;
 pub mod llama;
+pub mod load;
 
 pub use device::{cpu_features, default_device, describe_device};

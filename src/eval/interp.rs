@@ -27,6 +27,9 @@ pub struct Interp {
     /// Finished stages, in order; `previous` is the last.
     pub stages: Vec<Rc<StageValue>>,
     pub(super) depth: usize,
+    /// Set when the last builtin already streamed its result (generate, chat), so a
+    /// REPL does not print it twice.
+    pub streamed: bool,
     modules: BTreeMap<String, Rc<ModuleValue>>,
 }
 
@@ -45,7 +48,7 @@ pub fn global_scope() -> Rc<RefCell<Scope>> {
 impl Interp {
     pub fn new(loader: Rc<RefCell<Loader>>, out: Out) -> Self {
         let scope = Scope::child(&global_scope());
-        Interp { loader, scope, slots: BTreeMap::new(), out, file: FileId(0), stages: Vec::new(), depth: 0, modules: BTreeMap::new() }
+        Interp { loader, scope, slots: BTreeMap::new(), out, file: FileId(0), stages: Vec::new(), depth: 0, streamed: false, modules: BTreeMap::new() }
     }
 
     /// Writes a line of program output.
@@ -140,13 +143,24 @@ impl Interp {
         let value = self.coerce_for_slot(role, value, span)?;
         let value = match (role, &value) {
             (Role::Student, Value::Model(m)) if m.vocab.is_none() => match self.known_vocab() {
-                Some(v) => Value::Model(Rc::new(m.with_vocab(v))),
+                Some(v) => Value::Model(Rc::new(m.with_vocab(v, self.known_tokenizer()))),
                 None => value,
             },
             _ => value,
         };
         self.slots.insert(role, value);
         Ok(())
+    }
+
+    /// The tokenizer a student adopts: the tokenizer slot's, else the teacher's.
+    pub fn known_tokenizer(&self) -> Option<Rc<super::value::TokenizerValue>> {
+        if let Some(Value::Tokenizer(t)) = self.slot(Role::Tokenizer) {
+            return Some(t);
+        }
+        match self.slot(Role::Teacher) {
+            Some(Value::Model(m)) => m.tokenizer.clone(),
+            _ => None,
+        }
     }
 
     /// The vocabulary size a student without `vocab=` gets: the teacher's (logit terms

@@ -5,6 +5,7 @@
 mod env;
 mod expr;
 mod interp;
+mod model;
 pub mod ops;
 mod save;
 mod value;
@@ -12,4 +13,5 @@ mod value;
 pub use env::Scope;
 pub use expr::{member, CallArgs};
 pub use interp::{global_scope, Interp, Out};
+pub use model::{ModelValue, Origin, TensorValue};
 pub use value::{Closure, ModuleValue, StageValue, TokenizerValue, Value};

@@ -24,9 +24,22 @@ pub fn save(interp: &mut Interp, value: &Value, path: &Value, value_at: Span, pa
                     .label(value_at, "vocab not known")
                     .help("pass vocab= to llama(...), or set a tokenizer or teacher first"));
             }
-            let config = serde_json::to_vec_pretty(&m.hf_config()).expect("config serialises");
-            crate::atomic::write_dir(&target, &[("config.json", config)]).map_err(|e| io_error(&target, e, path_at))?;
-            interp.say(&format!("saved config.json of {} to {}", m.one_line(), target.display()));
+            let weights = m.weights().map_err(|e| Diagnostic::error(e).label(value_at, "this model"))?;
+            let mut extra: Vec<(&str, Vec<u8>)> = Vec::new();
+            if let Some(t) = &m.tokenizer {
+                let json = t.tokenizer.to_string(false).map_err(|e| Diagnostic::error(format!("cannot serialise the tokenizer: {e}")).label(value_at, "here"))?;
+                extra.push(("tokenizer.json", json.into_bytes()));
+                extra.push(("tokenizer_config.json", tokenizer_config(m)));
+            }
+            let special = crate::engine::checkpoint::SpecialTokens { bos: m.bos, eos: m.eos.clone() };
+            crate::engine::checkpoint::save_hf_dir(&weights, &target, &special, &extra)
+                .map_err(|e| Diagnostic::error(e).label(path_at, "saving here").help("check that the folder is writable"))?;
+            interp.say(&format!("saved {} ({} params) to {}", m.spec.one_line(), crate::spec::fmt_count(m.params().unwrap_or(0)), target.display()));
+        }
+        Value::Tensor(t) => {
+            let bytes = crate::engine::checkpoint::safetensors_bytes(&[(t.what, &t.tensor)]).map_err(|e| Diagnostic::error(e).label(value_at, "this tensor"))?;
+            crate::atomic::write_file(&target, &bytes).map_err(|e| io_error(&target, e, path_at))?;
+            interp.say(&format!("saved {} {:?} to {}", t.what, t.shape(), target.display()));
         }
         Value::Tokenizer(t) => {
             let json = t.tokenizer.to_string(true).map_err(|e| Diagnostic::error(format!("cannot serialise the tokenizer: {e}")).label(value_at, "here"))?;
@@ -36,8 +49,25 @@ pub fn save(interp: &mut Interp, value: &Value, path: &Value, value_at: Span, pa
         other => {
             return Err(Diagnostic::error(format!("cannot save {}", with_article(other.kind())))
                 .label(value_at, format!("this is {}", with_article(other.kind())))
-                .help("`save` writes models (a Hugging Face folder) and tokenizers (tokenizer.json)"))
+                .help(crate::kind::SAVE_HELP))
         }
     }
     Ok(())
+}
+
+/// `tokenizer_config.json`: the chat template and special tokens, so transformers'
+/// `AutoTokenizer` and `apply_chat_template` work on the saved folder.
+fn tokenizer_config(m: &crate::eval::ModelValue) -> Vec<u8> {
+    let token = |id: Option<u32>| id.and_then(|i| m.tokenizer.as_ref()?.tokenizer.id_to_token(i));
+    let mut config = serde_json::json!({"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": false});
+    if let Some(t) = token(m.bos) {
+        config["bos_token"] = t.into();
+    }
+    if let Some(t) = token(m.eos.first().copied()) {
+        config["eos_token"] = t.into();
+    }
+    if let Some(t) = &m.chat_template {
+        config["chat_template"] = t.clone().into();
+    }
+    serde_json::to_vec_pretty(&config).unwrap_or_default()
 }

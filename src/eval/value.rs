@@ -3,9 +3,10 @@
 //! join this enum as further handle variants.
 
 use super::env::Scope;
+use super::model::{ModelValue, TensorValue};
 use crate::builtins::Builtin;
 use crate::kind::Kinds;
-use crate::spec::{fmt_num, DataSpec, LayerMap, LlamaSpec, LossExpr, OptimSpec, Schedule};
+use crate::spec::{fmt_num, DataSpec, LayerMap, LossExpr, OptimSpec, Schedule};
 use crate::syntax::{Param, SExpr};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -20,7 +21,8 @@ pub enum Value {
     List(Rc<Vec<Value>>),
     Func(Rc<Closure>),
     Builtin(&'static Builtin),
-    Model(Rc<LlamaSpec>),
+    Model(Rc<ModelValue>),
+    Tensor(Rc<TensorValue>),
     Loss(Rc<LossExpr>),
     Schedule(Rc<Schedule>),
     Optim(Rc<OptimSpec>),
@@ -72,6 +74,7 @@ impl Value {
             Value::List(_) | Value::Layers(_) => Kinds::LIST,
             Value::Func(_) | Value::Builtin(_) => Kinds::FUNCTION,
             Value::Model(_) => Kinds::MODEL,
+            Value::Tensor(_) => Kinds::TENSOR,
             Value::Loss(_) => Kinds::LOSS,
             Value::Schedule(_) => Kinds::SCHEDULE,
             Value::Optim(_) => Kinds::OPTIM,
@@ -106,6 +109,7 @@ impl Value {
             Value::Func(c) => format!("<def {}>", c.name),
             Value::Builtin(b) => format!("<builtin {}>", b.name),
             Value::Model(m) => m.one_line(),
+            Value::Tensor(t) => t.describe(),
             Value::Loss(l) => l.describe(),
             Value::Schedule(s) => s.describe(),
             Value::Optim(o) => o.describe(),
@@ -146,6 +150,7 @@ impl Value {
             (Value::Bool(a), Value::Bool(b)) => a == b,
             (Value::List(a), Value::List(b)) => a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.equals(y)),
             (Value::Model(a), Value::Model(b)) => a == b,
+            (Value::Tensor(a), Value::Tensor(b)) => Rc::ptr_eq(a, b),
             (Value::Loss(a), Value::Loss(b)) => a == b,
             (Value::Schedule(a), Value::Schedule(b)) => a == b,
             (Value::Optim(a), Value::Optim(b)) => a == b,

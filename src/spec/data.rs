@@ -27,7 +27,7 @@ impl DataSpec {
                 format!("text({pattern:?}) [{} file{}]", files.len(), if files.len() == 1 { "" } else { "s" })
             }
             DataSource::Jsonl { path, field } => format!("jsonl({path:?}, field={field:?})"),
-            DataSource::Chat { path } => format!("chat({path:?})"),
+            DataSource::Chat { path } => format!("conversations({path:?})"),
         };
         match self.train_fraction {
             Some(f) => format!("{base}.split({})", fmt_num(f)),

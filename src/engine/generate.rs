@@ -1,0 +1,180 @@
+//! Token generation with the KV cache: one prefill of the prompt, then one token per
+//! forward. Sampling (temperature, top-k, top-p) draws from a seeded stream of our own, so
+//! a `seed=` reproduces a sample on any device. Each token goes to a callback as soon as
+//! it is chosen, which is how the CLI and REPL stream text.
+
+use super::llama::{KvCache, Llama};
+use tch::{Kind, Tensor};
+
+/// How the next token is picked. `temperature == 0` is greedy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    pub temperature: f64,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f64>,
+    pub seed: u64,
+}
+
+impl Sampling {
+    pub fn greedy() -> Sampling {
+        Sampling { temperature: 0.0, top_k: None, top_p: None, seed: 0 }
+    }
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// An end-of-sequence token was produced (it is not part of the output).
+    Eos,
+    /// `max` new tokens were produced.
+    Length,
+    /// The model's context is full.
+    Context,
+    /// The callback asked to stop (Ctrl-C).
+    Interrupted,
+}
+
+/// splitmix64: a tiny, fast, seedable generator; sampling needs one uniform per token.
+struct Rng(u64);
+
+impl Rng {
+    fn uniform(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Picks a token from one row of logits `[vocab]` (f32 on the CPU).
+fn pick(logits: &[f32], s: &Sampling, rng: &mut Rng) -> u32 {
+    let argmax = || logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best }).0 as u32;
+    if s.temperature <= 0.0 {
+        return argmax();
+    }
+    // Candidates by descending logit; top-k cuts first, then the nucleus.
+    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+    let k = s.top_k.unwrap_or(logits.len()).clamp(1, logits.len());
+    if k < order.len() {
+        order.select_nth_unstable_by(k - 1, |&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        order.truncate(k);
+    }
+    order.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+    let top = logits[order[0] as usize] as f64;
+    let mut weights: Vec<f64> = order.iter().map(|&i| ((logits[i as usize] as f64 - top) / s.temperature).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    if let Some(p) = s.top_p {
+        let mut mass = 0.0;
+        let keep = weights.iter().position(|w| {
+            mass += w / total;
+            mass >= p
+        });
+        if let Some(last) = keep {
+            weights.truncate(last + 1);
+        }
+    }
+    let total: f64 = weights.iter().sum();
+    let mut u = rng.uniform() * total;
+    for (i, w) in weights.iter().enumerate() {
+        u -= w;
+        if u <= 0.0 {
+            return order[i];
+        }
+    }
+    order[weights.len() - 1]
+}
+
+fn last_row(logits: &Tensor) -> Vec<f32> {
+    // logits: [1, T, V] -> the last position, as f32 on the CPU.
+    let row = logits.select(1, logits.size()[1] - 1).squeeze_dim(0).to_kind(Kind::Float).to_device(tch::Device::Cpu);
+    Vec::<f32>::try_from(&row).unwrap_or_default()
+}
+
+/// Generates up to `max` tokens after `prompt`. `on_token` sees each new token and
+/// returns false to stop early. Returns the new tokens (without an EOS) and why it
+/// stopped.
+pub fn generate(
+    model: &Llama,
+    prompt: &[u32],
+    max: usize,
+    sampling: &Sampling,
+    eos: &[u32],
+    mut on_token: impl FnMut(u32) -> bool,
+) -> Result<(Vec<u32>, Stop), String> {
+    if prompt.is_empty() {
+        return Err("the prompt is empty: give at least one token".into());
+    }
+    let context = model.max_seq() as usize;
+    if prompt.len() >= context {
+        return Err(format!("the prompt has {} tokens but the model's context is {context}", prompt.len()));
+    }
+    let vocab = model.spec.vocab.unwrap_or(0) as u32;
+    if let Some(bad) = prompt.iter().find(|&&t| t >= vocab) {
+        return Err(format!("token id {bad} is outside the model's vocabulary of {vocab}"));
+    }
+    let device = model.device();
+    let mut cache = KvCache::new(model.spec.layers);
+    let mut rng = Rng(sampling.seed ^ 0x6b64_6c5f_7361_6d70);
+    let mut out = Vec::new();
+    let ids: Vec<i64> = prompt.iter().map(|&t| t as i64).collect();
+    let mut logits = tch::no_grad(|| model.forward(&Tensor::from_slice(&ids).unsqueeze(0).to_device(device), Some(&mut cache)));
+    loop {
+        if out.len() >= max {
+            return Ok((out, Stop::Length));
+        }
+        let next = pick(&last_row(&logits), sampling, &mut rng);
+        if eos.contains(&next) {
+            return Ok((out, Stop::Eos));
+        }
+        out.push(next);
+        if !on_token(next) {
+            return Ok((out, Stop::Interrupted));
+        }
+        if prompt.len() + out.len() >= context {
+            return Ok((out, Stop::Context));
+        }
+        let step = Tensor::from_slice(&[next as i64]).unsqueeze(0).to_device(device);
+        logits = tch::no_grad(|| model.forward(&step, Some(&mut cache)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_the_largest_logit() {
+        let mut rng = Rng(1);
+        assert_eq!(pick(&[0.1, 3.0, -1.0, 2.9], &Sampling::greedy(), &mut rng), 1);
+    }
+
+    #[test]
+    fn top_k_one_is_greedy_whatever_the_temperature() {
+        let s = Sampling { temperature: 5.0, top_k: Some(1), top_p: None, seed: 3 };
+        let mut rng = Rng(7);
+        for _ in 0..20 {
+            assert_eq!(pick(&[0.1, 3.0, -1.0, 2.9], &s, &mut rng), 1);
+        }
+    }
+
+    #[test]
+    fn top_p_keeps_only_the_nucleus() {
+        // p(0) ≈ 0.88: a nucleus of 0.5 keeps token 0 alone.
+        let s = Sampling { temperature: 1.0, top_k: None, top_p: Some(0.5), seed: 0 };
+        let mut rng = Rng(11);
+        for _ in 0..50 {
+            assert_eq!(pick(&[4.0, 2.0, 0.0], &s, &mut rng), 0);
+        }
+    }
+
+    #[test]
+    fn sampling_follows_the_distribution() {
+        let s = Sampling { temperature: 1.0, top_k: None, top_p: None, seed: 0 };
+        let mut rng = Rng(5);
+        let logits = [0.0f32, (3.0f32).ln()]; // p = [0.25, 0.75]
+        let ones = (0..4000).filter(|_| pick(&logits, &s, &mut rng) == 1).count();
+        assert!((2850..3150).contains(&ones), "{ones} of 4000");
+    }
+}

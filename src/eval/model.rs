@@ -1,0 +1,184 @@
+//! Engine-backed values. A model value is its architecture spec plus, once needed, its
+//! weights: `llama(...)` stays a cheap spec (the checker folds it) until something asks
+//! for logits, generation or a save, when the weights are initialised from its seed; a
+//! loaded model carries its weights, tokenizer and chat template from the start.
+
+use super::value::TokenizerValue;
+use crate::engine::device::{device_name, dtype_name};
+use crate::engine::llama::Llama;
+use crate::spec::LlamaSpec;
+use std::cell::RefCell;
+use std::ops::Deref;
+use std::rc::Rc;
+use tch::{Device, Kind, Tensor};
+
+/// Where a model's weights come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origin {
+    /// `llama(...)`: initialised from the seed when first needed.
+    Built { seed: u64 },
+    /// `load(...)`: a checkpoint on disk.
+    Loaded { path: String, format: String },
+}
+
+pub struct ModelValue {
+    pub spec: LlamaSpec,
+    pub origin: Origin,
+    pub device: Device,
+    pub dtype: Kind,
+    pub tokenizer: Option<Rc<TokenizerValue>>,
+    pub chat_template: Option<String>,
+    pub bos: Option<u32>,
+    pub eos: Vec<u32>,
+    weights: RefCell<Option<Rc<Llama>>>,
+}
+
+impl Deref for ModelValue {
+    type Target = LlamaSpec;
+    fn deref(&self) -> &LlamaSpec {
+        &self.spec
+    }
+}
+
+impl PartialEq for ModelValue {
+    /// Two specs that have no weights yet are equal when they describe the same model;
+    /// a model with weights is equal only to itself.
+    fn eq(&self, other: &ModelValue) -> bool {
+        std::ptr::eq(self, other)
+            || (self.spec == other.spec && self.origin == other.origin && self.weights.borrow().is_none() && other.weights.borrow().is_none())
+    }
+}
+
+impl ModelValue {
+    /// A spec whose weights are made from `seed` when first needed.
+    pub fn built(spec: LlamaSpec, seed: u64, device: Device, dtype: Kind) -> ModelValue {
+        ModelValue {
+            spec,
+            origin: Origin::Built { seed },
+            device,
+            dtype,
+            tokenizer: None,
+            chat_template: None,
+            bos: None,
+            eos: Vec::new(),
+            weights: RefCell::new(None),
+        }
+    }
+
+    pub fn loaded(loaded: crate::engine::load::LoadedModel, path: String, dtype: Kind, tokenizer: Option<Rc<TokenizerValue>>) -> ModelValue {
+        let model = loaded.model;
+        ModelValue {
+            spec: model.spec.clone(),
+            origin: Origin::Loaded { path, format: loaded.format },
+            device: model.device(),
+            dtype,
+            tokenizer,
+            chat_template: loaded.chat_template,
+            bos: loaded.bos,
+            eos: loaded.eos,
+            weights: RefCell::new(Some(Rc::new(model))),
+        }
+    }
+
+    /// The same model with another spec (a vocabulary filled in); no weights yet.
+    pub fn with_spec(&self, spec: LlamaSpec) -> ModelValue {
+        ModelValue {
+            spec,
+            origin: self.origin.clone(),
+            device: self.device,
+            dtype: self.dtype,
+            tokenizer: self.tokenizer.clone(),
+            chat_template: self.chat_template.clone(),
+            bos: self.bos,
+            eos: self.eos.clone(),
+            weights: RefCell::new(None),
+        }
+    }
+
+    /// A student sized by the teacher's or the tokenizer's vocabulary, taking that
+    /// tokenizer too when it has none, so it can read and write text.
+    pub fn with_vocab(&self, vocab: usize, tokenizer: Option<Rc<TokenizerValue>>) -> ModelValue {
+        let mut m = self.with_spec(self.spec.with_vocab(vocab));
+        if m.tokenizer.is_none() {
+            m.tokenizer = tokenizer.filter(|t| t.vocab() <= vocab);
+        }
+        m
+    }
+
+    pub fn has_weights(&self) -> bool {
+        self.weights.borrow().is_some()
+    }
+
+    /// The weights, initialising a built model from its seed the first time.
+    pub fn weights(&self) -> Result<Rc<Llama>, String> {
+        if let Some(w) = self.weights.borrow().as_ref() {
+            return Ok(w.clone());
+        }
+        let Origin::Built { seed } = self.origin else {
+            return Err("this model lost its weights".into());
+        };
+        if self.spec.vocab.is_none() {
+            return Err("this model's vocabulary size is not known, so it has no weights yet: pass vocab= to llama(...)".into());
+        }
+        let mut model = Llama::new(&self.spec, self.device, None)?;
+        model.init(seed);
+        if self.dtype != Kind::Float {
+            model.vs.set_kind(self.dtype);
+        }
+        let model = Rc::new(model);
+        *self.weights.borrow_mut() = Some(model.clone());
+        Ok(model)
+    }
+
+    /// Where the model is and in what precision: `cpu f32`.
+    pub fn placement(&self) -> String {
+        format!("{} {}", device_name(self.device), dtype_name(self.dtype))
+    }
+
+    pub fn one_line(&self) -> String {
+        match &self.origin {
+            Origin::Loaded { path, .. } => format!("{} from {path}", self.spec.one_line()),
+            Origin::Built { .. } => self.spec.one_line(),
+        }
+    }
+
+    /// What `print model` shows: the architecture, then where the weights come from.
+    pub fn describe(&self) -> String {
+        let mut out = self.spec.describe();
+        let source = match &self.origin {
+            Origin::Loaded { path, format } => format!("{path} ({format})"),
+            Origin::Built { seed } if self.has_weights() => format!("initialised from seed {seed}"),
+            Origin::Built { seed } => format!("not initialised yet (seed {seed})"),
+        };
+        out.push_str(&format!("\n  {:<10} {source}\n  {:<10} {}", "weights", "device", self.placement()));
+        if let Some(t) = &self.tokenizer {
+            out.push_str(&format!("\n  {:<10} {} entries", "tokenizer", t.vocab()));
+        }
+        out
+    }
+}
+
+/// A tensor result (`logits(...)`), kept on its device until printed or saved.
+pub struct TensorValue {
+    pub tensor: Tensor,
+    /// What it holds, for messages: "logits".
+    pub what: &'static str,
+}
+
+impl TensorValue {
+    pub fn shape(&self) -> Vec<i64> {
+        self.tensor.size()
+    }
+
+    /// `tensor [1, 5, 49152] f32 cpu · min -12.1 · max 21.3 · mean -2.02`
+    pub fn describe(&self) -> String {
+        let t = self.tensor.to_kind(Kind::Float);
+        let stats = if t.numel() == 0 {
+            String::new()
+        } else {
+            let v = |x: Tensor| x.double_value(&[]);
+            format!(" · min {:.4} · max {:.4} · mean {:.4}", v(t.min()), v(t.max()), v(t.mean(Kind::Float)))
+        };
+        format!("tensor {:?} {} {}{stats}", self.shape(), dtype_name(self.tensor.kind()), device_name(self.tensor.device()))
+    }
+}
