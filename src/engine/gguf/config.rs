@@ -14,9 +14,11 @@ pub const ARCHITECTURES: [&str; 2] = ["llama", "mistral"];
 const DEFAULT_THETA: f64 = 10000.0;
 const DEFAULT_EPS: f64 = 1e-5;
 const DEFAULT_CONTEXT: u64 = 2048;
-/// Rotary tables are built for the whole context; past this they alone would take
-/// gigabytes, which only a damaged file asks for.
-const MAX_CONTEXT: u64 = 1 << 20;
+/// Rotary tables (cos and sin, f32) are built for the whole context: 2^27 entries is a
+/// million positions of 128-wide heads, 1 GB; more only a damaged file asks for.
+const MAX_ROPE_ENTRIES: u64 = 1 << 27;
+/// Tensors each llama block has at least (two norms, four attention, three MLP).
+const TENSORS_PER_BLOCK: usize = 9;
 /// Every type kdl reads spends more than half a byte per element (Q4_0 and Q4_K: 4.5
 /// bits), so a file of N bytes holds fewer than 2N weights. Checked before allocating.
 const MAX_ELEMENTS_PER_BYTE: u64 = 2;
@@ -75,7 +77,7 @@ pub fn spec_of(g: &Gguf, arch: &str, file_len: u64) -> Result<(LlamaSpec, Option
     let kv_heads = to_usize(k.count("attention.head_count_kv", Some(heads as u64))?, "head_count_kv")?;
     let ffn = to_usize(k.count("feed_forward_length", None)?, "feed_forward_length")?;
     let context = k.count("context_length", Some(DEFAULT_CONTEXT))?;
-    if heads == 0 || kv_heads == 0 || dim % heads != 0 || heads % kv_heads != 0 || (dim / heads) % 2 != 0 {
+    if dim == 0 || heads == 0 || kv_heads == 0 || dim % heads != 0 || heads % kv_heads != 0 || (dim / heads) % 2 != 0 {
         return Err(format!("{dim} wide with {heads} heads and {kv_heads} key/value heads is not a llama attention layout"));
     }
     let head_dim = dim / heads;
@@ -85,8 +87,11 @@ pub fn spec_of(g: &Gguf, arch: &str, file_len: u64) -> Result<(LlamaSpec, Option
             return Err(format!("metadata {} is {given}, but kdl's llama needs embedding_length / head_count = {head_dim}", k.key(key)));
         }
     }
-    if context == 0 || context > MAX_CONTEXT {
-        return Err(format!("metadata {} is {context}; kdl builds rotary tables for at most {MAX_CONTEXT} positions", k.key("context_length")));
+    if context == 0 || context.saturating_mul(head_dim as u64) > MAX_ROPE_ENTRIES {
+        return Err(format!("metadata {} is {context}; kdl's rotary tables hold at most {MAX_ROPE_ENTRIES} position x head-width entries", k.key("context_length")));
+    }
+    if layers.saturating_mul(TENSORS_PER_BLOCK) > g.tensors.len() {
+        return Err(format!("metadata {} is {layers}, but the file holds only {} tensors", k.key("block_count"), g.tensors.len()));
     }
     let embed = g.tensor("token_embd.weight").ok_or("missing tensor token_embd.weight")?;
     let vocab = match embed.dims.as_slice() {
@@ -111,7 +116,8 @@ pub fn spec_of(g: &Gguf, arch: &str, file_len: u64) -> Result<(LlamaSpec, Option
     if params / MAX_ELEMENTS_PER_BYTE > file_len {
         return Err(format!("the metadata describes {params} weights, more than a {file_len}-byte file can hold"));
     }
-    Ok((spec.clone(), scaling(g, &k, &spec)?))
+    let scaling = scaling(g, &k, &spec)?;
+    Ok((spec, scaling))
 }
 
 /// Rope scaling kdl's rotary tables can express: linear (every frequency divided by the

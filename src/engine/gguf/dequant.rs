@@ -208,6 +208,18 @@ mod tests {
     }
 
     #[test]
+    fn half_conversion_matches_libtorch_for_all_65536_values() {
+        let bits: Vec<i16> = (0..=u16::MAX).map(|b| b as i16).collect();
+        let halves = tch::Tensor::from_slice(&bits).view_dtype(tch::Kind::Half).to_kind(tch::Kind::Float);
+        let theirs = Vec::<f32>::try_from(&halves).unwrap_or_default();
+        assert_eq!(theirs.len(), 65536);
+        for (b, t) in (0..=u16::MAX).zip(theirs) {
+            let ours = f16_to_f32(b);
+            assert!(ours.to_bits() == t.to_bits() || (ours.is_nan() && t.is_nan()), "{b:#06x}: {ours} vs {t}");
+        }
+    }
+
+    #[test]
     fn wrong_lengths_are_refused_not_read_past() {
         assert!(dequantize(GgmlType::Q4_0, &[0; 17], 32).is_none());
         assert!(dequantize(GgmlType::Q4_0, &[0; 18], 31).is_none());
