@@ -2,7 +2,7 @@
 //! GGUF load time, forward tokens/s on 1 × 256 ids, a 32-token forward, and greedy
 //! generation tokens/s with the KV cache. The workload mirrors
 //! bench/transformers_smollm2.py exactly (same ids, lengths, threads); bench/engine.sh
-//! runs both and prints the ratios. Run: `cargo bench --bench engine -- [--threads N]`.
+//! runs both and prints the ratios. Run: `cargo bench --bench engine -- [--threads N] [--dtype bf16]`.
 
 use kdl::engine::generate::{generate, Sampling};
 use kdl::engine::load::{alias, load_model};
@@ -44,12 +44,16 @@ fn main() {
             tch::set_num_threads(n);
         }
     }
+    let dtype = match args.iter().position(|a| a == "--dtype").and_then(|i| args.get(i + 1)) {
+        Some(d) => kdl::engine::device::parse_dtype(d, Device::Cpu).unwrap_or_else(|e| fail(e)),
+        None => Kind::Float,
+    };
     let path = match alias("smollm2") {
         Some(found) => found.unwrap_or_else(|e| fail(e)),
         None => fail("smollm2 is not an alias".into()),
     };
     let start = Instant::now();
-    let model = load_model(&path, Device::Cpu, Kind::Float).unwrap_or_else(|e| fail(e)).model;
+    let model = load_model(&path, Device::Cpu, dtype).unwrap_or_else(|e| fail(e)).model;
     let load_s = start.elapsed().as_secs_f64();
     tch::manual_seed(0);
     let ids = Tensor::randint(49152, [1, FORWARD_TOKENS], (Kind::Int64, Device::Cpu));
@@ -60,7 +64,7 @@ fn main() {
     let forward32_s = timed(RUNS, || {
         let _ = tch::no_grad(|| model.forward(&short, None));
     });
-    let generate_s = timed((RUNS / 2).max(1), || {
+    let generate_s = timed(RUNS, || {
         let (out, _) = generate(&model, &PROMPT_IDS, NEW_TOKENS, &Sampling::greedy(), &[], |_| true).unwrap_or_else(|e| fail(e));
         assert_eq!(out.len(), NEW_TOKENS);
     });
@@ -68,8 +72,9 @@ fn main() {
     let forward_tps = FORWARD_TOKENS as f64 / forward_s;
     let generate_tps = NEW_TOKENS as f64 / generate_s;
     let forward32_ms = forward32_s * 1000.0;
-    println!("kdl load_s={load_s:.2} forward_tokens_per_s={forward_tps:.1} forward32_ms={forward32_ms:.1} generate_tokens_per_s={generate_tps:.2} threads={threads}");
+    let dtype = kdl::engine::device::dtype_name(dtype);
+    println!("kdl dtype={dtype} load_s={load_s:.2} forward_tokens_per_s={forward_tps:.1} forward32_ms={forward32_ms:.1} generate_tokens_per_s={generate_tps:.2} threads={threads}");
     println!(
-        "{{\"engine\": \"kdl\", \"threads\": {threads}, \"load_s\": {load_s:.3}, \"forward_tokens_per_s\": {forward_tps:.1}, \"forward32_ms\": {forward32_ms:.1}, \"generate_tokens_per_s\": {generate_tps:.2}}}"
+        "{{\"engine\": \"kdl\", \"dtype\": \"{dtype}\", \"threads\": {threads}, \"load_s\": {load_s:.3}, \"forward_tokens_per_s\": {forward_tps:.1}, \"forward32_ms\": {forward32_ms:.1}, \"generate_tokens_per_s\": {generate_tps:.2}}}"
     );
 }

@@ -86,10 +86,15 @@ fn pick(logits: &[f32], s: &Sampling, rng: &mut Rng) -> u32 {
     order[weights.len() - 1]
 }
 
-fn last_row(logits: &Tensor) -> Vec<f32> {
-    // logits: [1, T, V] -> the last position, as f32 on the CPU.
-    let row = logits.select(1, logits.size()[1] - 1).squeeze_dim(0).to_kind(Kind::Float).to_device(tch::Device::Cpu);
-    Vec::<f32>::try_from(&row).unwrap_or_default()
+/// The next-token logits after `tokens` (the output head runs on the last position
+/// only), as f32 on the CPU.
+fn next_logits(model: &Llama, tokens: &[i64], cache: &mut KvCache) -> Vec<f32> {
+    let input = Tensor::from_slice(tokens).unsqueeze(0).to_device(model.device());
+    let row = tch::no_grad(|| {
+        let hidden = model.hidden(&input, Some(cache)); // [1, T, D]
+        model.head(&hidden.select(1, tokens.len() as i64 - 1).squeeze_dim(0))
+    });
+    Vec::<f32>::try_from(&row.to_kind(Kind::Float).to_device(tch::Device::Cpu)).unwrap_or_default()
 }
 
 /// Generates up to `max` tokens after `prompt`. `on_token` sees each new token and
@@ -114,17 +119,16 @@ pub fn generate(
     if let Some(bad) = prompt.iter().find(|&&t| t >= vocab) {
         return Err(format!("token id {bad} is outside the model's vocabulary of {vocab}"));
     }
-    let device = model.device();
     let mut cache = KvCache::new(model.spec.layers);
     let mut rng = Rng(sampling.seed ^ 0x6b64_6c5f_7361_6d70);
     let mut out = Vec::new();
     let ids: Vec<i64> = prompt.iter().map(|&t| t as i64).collect();
-    let mut logits = tch::no_grad(|| model.forward(&Tensor::from_slice(&ids).unsqueeze(0).to_device(device), Some(&mut cache)));
+    let mut logits = next_logits(model, &ids, &mut cache);
     loop {
         if out.len() >= max {
             return Ok((out, Stop::Length));
         }
-        let next = pick(&last_row(&logits), sampling, &mut rng);
+        let next = pick(&logits, sampling, &mut rng);
         if eos.contains(&next) {
             return Ok((out, Stop::Eos));
         }
@@ -135,8 +139,7 @@ pub fn generate(
         if prompt.len() + out.len() >= context {
             return Ok((out, Stop::Context));
         }
-        let step = Tensor::from_slice(&[next as i64]).unsqueeze(0).to_device(device);
-        logits = tch::no_grad(|| model.forward(&step, Some(&mut cache)));
+        logits = next_logits(model, &[next as i64], &mut cache);
     }
 }
 

@@ -44,6 +44,9 @@ impl RmsNorm {
     fn forward(&self, x: &Tensor) -> Tensor {
         // In f32 whatever the compute dtype, as transformers does.
         let kind = x.kind();
+        if kind == Kind::Float {
+            return x * (x.square().mean_dim(-1, true, Kind::Float) + self.eps).rsqrt() * &self.weight;
+        }
         let xf = x.to_kind(Kind::Float);
         let normed = &xf * (xf.square().mean_dim(-1, true, Kind::Float) + self.eps).rsqrt();
         normed.to_kind(kind) * &self.weight
@@ -74,30 +77,27 @@ impl Attention {
         }
     }
 
-    fn forward(&self, x: &Tensor, rope: &Rope, cache: Option<(&mut KvCache, usize)>) -> Tensor {
+    fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), cache: Option<(&mut KvCache, usize)>) -> Tensor {
         // x: [B, T, D]
         let (b, t) = (x.size()[0], x.size()[1]);
         let split = |y: Tensor, h: i64| y.view([b, t, h, self.head_dim]).transpose(1, 2); // [B, h, T, hd]
         let offset = cache.as_ref().map(|(c, _)| c.offset).unwrap_or(0);
-        let q = rope.apply(&split(self.q.forward(x), self.heads), offset);
-        let mut k = rope.apply(&split(self.k.forward(x), self.kv_heads), offset);
+        let q = Rope::apply(&split(self.q.forward(x), self.heads), rope);
+        let mut k = Rope::apply(&split(self.k.forward(x), self.kv_heads), rope);
         let mut v = split(self.v.forward(x), self.kv_heads);
         if let Some((cache, layer)) = cache {
             (k, v) = cache.append(layer, k, v);
         }
-        let groups = self.heads / self.kv_heads;
-        if groups > 1 {
-            k = k.repeat_interleave_self_int(groups, 1, None);
-            v = v.repeat_interleave_self_int(groups, 1, None);
-        }
-        let y = if offset == 0 {
-            Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, t > 1, None, false)
+        // Grouped-query attention without copying keys and values per query head.
+        let gqa = self.heads != self.kv_heads;
+        let y = if offset == 0 || t == 1 {
+            // A fresh block is causal; one new token sees every cached key.
+            Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, offset == 0 && t > 1, None, gqa)
         } else {
-            // Cached decoding: the new queries see every cached key and the causal part
-            // of their own block.
+            // A block after cached tokens: every cached key and the causal part of its own.
             let total = k.size()[2];
             let mask = Tensor::ones([t, total], (Kind::Bool, x.device())).tril(total - t);
-            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false)
+            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, gqa)
         };
         self.o.forward(&y.transpose(1, 2).reshape([b, t, self.heads * self.head_dim]))
     }
@@ -140,7 +140,7 @@ impl Block {
         }
     }
 
-    fn forward(&self, x: &Tensor, rope: &Rope, cache: Option<(&mut KvCache, usize)>) -> Tensor {
+    fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), cache: Option<(&mut KvCache, usize)>) -> Tensor {
         let h = x + self.attn.forward(&self.attn_norm.forward(x), rope, cache);
         &h + self.mlp.forward(&self.mlp_norm.forward(&h))
     }
@@ -201,17 +201,28 @@ impl Llama {
 
     /// `tokens: [B, T]` (int64) -> logits `[B, T, vocab]`. With a cache, positions
     /// continue from what it holds and it is extended.
-    pub fn forward(&self, tokens: &Tensor, mut cache: Option<&mut KvCache>) -> Tensor {
+    pub fn forward(&self, tokens: &Tensor, cache: Option<&mut KvCache>) -> Tensor {
+        self.head(&self.hidden(tokens, cache))
+    }
+
+    /// The final (normed) hidden states `[B, T, dim]`, before the output head.
+    pub fn hidden(&self, tokens: &Tensor, mut cache: Option<&mut KvCache>) -> Tensor {
         let t = tokens.size()[1];
+        let offset = cache.as_ref().map(|c| c.offset).unwrap_or(0);
         let mut x = Tensor::embedding(&self.embed, tokens, -1, false, false);
+        let rope = self.rope.tables(offset, t, x.kind());
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(&x, &self.rope, cache.as_deref_mut().map(|c| (c, i)));
+            x = block.forward(&x, &rope, cache.as_deref_mut().map(|c| (c, i)));
         }
         if let Some(c) = cache {
             c.offset += t;
         }
-        let x = self.norm.forward(&x);
-        x.linear(self.head.as_ref().unwrap_or(&self.embed), None::<Tensor>)
+        self.norm.forward(&x)
+    }
+
+    /// Logits of hidden states: `[.., dim] -> [.., vocab]`.
+    pub fn head(&self, hidden: &Tensor) -> Tensor {
+        hidden.linear(self.head.as_ref().unwrap_or(&self.embed), None::<Tensor>)
     }
 
     pub fn max_seq(&self) -> i64 {

@@ -8,7 +8,8 @@ use tch::{Device, Kind, Tensor};
 pub struct Rope {
     /// [max_seq, head_dim]
     cos: Tensor,
-    sin: Tensor,
+    /// sin with the first half negated, so rotate-half is a `roll` (one op, not four).
+    signed_sin: Tensor,
 }
 
 /// Inverse frequencies θ^(-2i/d), with llama-3 scaling of the long wavelengths if asked.
@@ -43,19 +44,23 @@ impl Rope {
         let pos = Tensor::arange(max_seq as i64, (Kind::Float, Device::Cpu));
         let freqs = pos.unsqueeze(1) * inv.unsqueeze(0); // [T, hd/2]
         let emb = Tensor::cat(&[&freqs, &freqs], -1); // [T, hd]
-        Rope { cos: emb.cos().to_device(device), sin: emb.sin().to_device(device) }
+        let sin = emb.sin();
+        let half = (head_dim / 2) as i64;
+        let signed_sin = Tensor::cat(&[-sin.narrow(1, 0, half), sin.narrow(1, half, half)], 1);
+        Rope { cos: emb.cos().to_device(device), signed_sin: signed_sin.to_device(device) }
     }
 
     /// Rotates `x: [B, H, T, hd]` for positions `offset .. offset+T`.
-    pub fn apply(&self, x: &Tensor, offset: i64) -> Tensor {
-        let t = x.size()[2];
+    /// The cos/sin rows of positions `offset..offset + t`, in `kind`: taken once per
+    /// forward and shared by every layer.
+    pub fn tables(&self, offset: i64, t: i64, kind: Kind) -> (Tensor, Tensor) {
+        (self.cos.narrow(0, offset, t).to_kind(kind), self.signed_sin.narrow(0, offset, t).to_kind(kind))
+    }
+
+    pub fn apply(x: &Tensor, (cos, signed_sin): &(Tensor, Tensor)) -> Tensor {
+        // rotate_half(x) * sin = [-x2, x1] * sin = roll(x, hd/2) * [-sin, sin].
         let hd = x.size()[3];
-        let cos = self.cos.narrow(0, offset, t).to_kind(x.kind());
-        let sin = self.sin.narrow(0, offset, t).to_kind(x.kind());
-        let x1 = x.narrow(-1, 0, hd / 2);
-        let x2 = x.narrow(-1, hd / 2, hd / 2);
-        let rotated = Tensor::cat(&[&(-&x2), &x1], -1);
-        x * cos + rotated * sin
+        x * cos + x.roll([hd / 2], [-1]) * signed_sin
     }
 
     pub fn max_seq(&self) -> i64 {
