@@ -71,7 +71,7 @@ mod tests {
 
     #[test]
     fn llama2_puts_the_system_prompt_in_the_first_turn() {
-        let out = render(LLAMA2, &msgs(&[("system", "be brief"), ("user", " hi "), ("assistant", "hello")]), false, "<s>", "</s>").unwrap();
+        let out = render(LLAMA2, &msgs(&[("system", "be brief"), ("user", "hi  "), ("assistant", " hello\n")]), false, "<s>", "</s>").unwrap();
         assert_eq!(out, "<s>[INST] <<SYS>>\nbe brief\n<</SYS>>\n\nhi [/INST] hello </s>");
     }
 
