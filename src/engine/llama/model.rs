@@ -220,6 +220,20 @@ impl Llama {
         self.norm.forward(&x)
     }
 
+    /// Logits `[B, T, vocab]` and the output of every block `[B, T, dim]` (before the
+    /// final norm), for hidden-state loss terms. Entry i is block i's output.
+    pub fn forward_with_states(&self, tokens: &Tensor) -> (Tensor, Vec<Tensor>) {
+        let t = tokens.size()[1];
+        let mut x = Tensor::embedding(&self.embed, tokens, -1, false, false);
+        let rope = self.rope.tables(0, t, x.kind());
+        let mut states = Vec::with_capacity(self.blocks.len());
+        for block in &self.blocks {
+            x = block.forward(&x, &rope, None);
+            states.push(x.shallow_clone());
+        }
+        (self.head(&self.norm.forward(&x)), states)
+    }
+
     /// Logits of hidden states: `[.., dim] -> [.., vocab]`.
     pub fn head(&self, hidden: &Tensor) -> Tensor {
         hidden.linear(self.head.as_ref().unwrap_or(&self.embed), None::<Tensor>)
