@@ -156,10 +156,7 @@ fn train(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
     if a.boolean("dry")? {
         return Ok(Value::Nothing);
     }
-    Err(Diagnostic::error("this kdl build has no training engine yet")
-        .label(a.call_span, "training here")
-        .note("kdl 0.1 checks and plans distillation runs; the libtorch training loop is the next milestone")
-        .help("pass dry=true to print the plan without training"))
+    super::training::run_training(interp, a, &plan)
 }
 
 fn eval_action(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
@@ -172,10 +169,8 @@ fn eval_action(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
         Some(Value::Data(d)) => d,
         _ => return Err(missing(a, Role::Data)),
     };
-    interp.say(&format!("eval plan\n  model    {}\n  data     {}", model.one_line(), data.describe()));
-    Err(Diagnostic::error("this kdl build has no evaluation engine yet")
-        .label(a.call_span, "evaluating here")
-        .note("kdl 0.1 checks and plans runs; perplexity evaluation arrives with the libtorch engine"))
+    interp.say(&format!("eval {} on {}", model.one_line(), data.describe()));
+    super::training::run_eval(interp, a, &data, a.count("seq")?, a.count("batch")?)
 }
 
 pub fn table() -> Vec<Builtin> {
@@ -192,12 +187,13 @@ pub fn table() -> Vec<Builtin> {
                 param("seq", n, Num(256.0), "tokens per sequence").range(Range::PositiveInt),
                 param("accumulate", n, Num(1.0), "micro-batches per optimizer step").range(Range::PositiveInt),
                 param("clip", n, Num(1.0), "gradient-norm clipping (0 = off)").range(Range::NonNegative),
-                param("seed", n, Num(0.0), "seed for init, shuffling and dropout").range(Range::NonNegativeInt),
+                param("seed", n, Num(0.0), "seed of the data order (the student's init comes from llama(seed=))").range(Range::NonNegativeInt),
                 param("eval_every", n, Optional, "steps between validation passes").range(Range::PositiveInt),
                 param("save_every", n, Optional, "steps between checkpoints").range(Range::PositiveInt),
                 param("out", s, Optional, "run folder, e.g. \"runs/telugu-50m\""),
                 param("resume", s, Optional, "run folder to continue from"),
                 param("dry", Kinds::BOOL, Bool(false), "print the plan without training"),
+                param("teacher_dtype", s, Str("auto"), "teacher precision: \"auto\" (bf16 on CUDA and on CPUs with AMX-bf16), \"f32\" or \"bf16\""),
                 role_param(Role::Teacher, Kinds::MODEL, "teacher (default: the teacher slot)"),
                 role_param(Role::Student, Kinds::MODEL, "student (default: the student slot)"),
                 role_param(Role::Data, Kinds::DATA, "data (default: the data slot)"),
@@ -205,8 +201,8 @@ pub fn table() -> Vec<Builtin> {
                 role_param(Role::Optim, Kinds::OPTIM, "optimizer (default: the optim slot, else adamw())"),
                 role_param(Role::Schedule, Kinds::SCALAR, "learning-rate schedule (default: the schedule slot)"),
             ],
-            returns: Kinds::NOTHING,
-            doc: "distils the teacher into the student on the data with the loss",
+            returns: Kinds::NUMBER | Kinds::NOTHING,
+            doc: "distils the teacher into the student on the data with the loss; returns the student's validation perplexity",
             example: "train(steps=1000, batch=8, seq=256, out=\"runs/quick\")",
             run: train,
             pure: false,
@@ -218,9 +214,12 @@ pub fn table() -> Vec<Builtin> {
             params: vec![
                 role_param(Role::Student, Kinds::MODEL, "model to evaluate (default: the student slot)"),
                 role_param(Role::Data, Kinds::DATA, "data (default: the data slot's validation split)"),
+                role_param(Role::Teacher, Kinds::MODEL, "a teacher to compare with: top-1 agreement and KL (default: the teacher slot)"),
+                param("seq", n, Num(256.0), "tokens per sequence").range(Range::PositiveInt),
+                param("batch", n, Num(8.0), "sequences per forward").range(Range::PositiveInt),
             ],
-            returns: Kinds::NOTHING,
-            doc: "validation loss and perplexity of a model",
+            returns: Kinds::NUMBER,
+            doc: "validation loss and perplexity of a model (the data's validation split, else all of it); returns the perplexity",
             example: "eval()",
             run: eval_action,
             pure: false,

@@ -11,6 +11,7 @@ mod losses;
 mod models;
 mod optim;
 mod schedules;
+mod training;
 
 pub use actions::{missing_length, missing_slot, missing_teacher, teacher_terms};
 pub use args::{bind, Args, ParamShape};

@@ -5,11 +5,15 @@
 
 pub mod bpe;
 pub mod chat;
+pub mod data;
 pub mod checkpoint;
 pub mod device;
 pub mod generate;
 pub mod gguf;
 pub mod llama;
+pub mod loss;
 pub mod load;
+pub mod optim;
+pub mod train;
 
 pub use device::{cpu_features, default_device, describe_device};

@@ -146,6 +146,11 @@ impl Interp {
                 Some(v) => Value::Model(Rc::new(m.with_vocab(v, self.known_tokenizer()))),
                 None => value,
             },
+            // A teacher built with llama(...) reads the tokenizer slot's vocabulary too.
+            (Role::Teacher, Value::Model(m)) if m.vocab.is_none() => match self.slot(Role::Tokenizer) {
+                Some(Value::Tokenizer(t)) => Value::Model(Rc::new(m.with_vocab(t.vocab(), Some(t.clone())))),
+                _ => value,
+            },
             _ => value,
         };
         self.slots.insert(role, value);

@@ -156,6 +156,7 @@ pub struct Llama {
     /// `None` when tied to the embedding.
     head: Option<Tensor>,
     rope: Rope,
+    scaling: Option<Llama3Scaling>,
 }
 
 impl Llama {
@@ -171,7 +172,20 @@ impl Llama {
         let norm = RmsNorm::new(&m / "norm", spec.dim, spec.norm_eps);
         let head = (!spec.tie).then(|| (&root / "lm_head").var("weight", &[vocab, spec.dim as i64], Init::Const(0.0)));
         let rope = Rope::new(spec.head_dim(), spec.max_seq, spec.rope_theta, scaling, device);
-        Ok(Llama { spec: spec.clone(), vs, embed, blocks, norm, head, rope })
+        Ok(Llama { spec: spec.clone(), vs, embed, blocks, norm, head, rope, scaling })
+    }
+
+    /// A copy of this model with its weights in `kind` (a bf16 teacher for a run).
+    pub fn converted(&self, kind: Kind) -> Result<Llama, String> {
+        let mut copy = Llama::new(&self.spec, self.device(), self.scaling)?;
+        let source = self.vs.variables();
+        for (name, mut var) in copy.vs.variables() {
+            let src = source.get(&name).ok_or_else(|| format!("the model has no {name}"))?;
+            tch::no_grad(|| var.copy_(src));
+        }
+        copy.vs.set_kind(kind);
+        copy.vs.freeze();
+        Ok(copy)
     }
 
     /// Fills the weights by the llama recipe from `seed` alone: each variable draws from

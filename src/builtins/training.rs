@@ -1,0 +1,177 @@
+//! From a resolved plan to the engine: the models' weights, the tokenizer that reads the
+//! data, the tokenized dataset, the run folder (and the checkpoint to resume), then the
+//! training loop or an evaluation. `actions.rs` builds the plans; this file runs them.
+
+use super::Args;
+use crate::diag::Diagnostic;
+use crate::engine::checkpoint::SpecialTokens;
+use crate::engine::data::{prepare, DataOptions, Dataset};
+use crate::engine::train::{self, checkpoint, Run};
+use crate::eval::{Interp, ModelValue, TokenizerValue, Value};
+use crate::spec::train::TrainPlan;
+use crate::spec::DataSpec;
+use crate::syntax::Role;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+fn model_in(interp: &Interp, a: &Args, role: Role) -> Option<Rc<ModelValue>> {
+    let v = if a.given(role.name()) { a.get(role.name()) } else { interp.slot(role) };
+    match v {
+        Some(Value::Model(m)) => Some(m),
+        _ => None,
+    }
+}
+
+/// The tokenizer that turns the data into ids: the student's, the tokenizer slot's, or
+/// the teacher's.
+fn data_tokenizer(interp: &Interp, student: &ModelValue, teacher: Option<&ModelValue>) -> Option<Rc<TokenizerValue>> {
+    student.tokenizer.clone().or_else(|| interp.known_tokenizer()).or_else(|| teacher.and_then(|t| t.tokenizer.clone()))
+}
+
+fn engine_error(a: &Args, what: &str, e: String) -> Diagnostic {
+    Diagnostic::error(e).label(a.call_span, what.to_string())
+}
+
+pub fn load_data(interp: &mut Interp, a: &Args, spec: &DataSpec, seq: usize, seed: u64, student: &ModelValue, teacher: Option<&ModelValue>) -> Result<(Dataset, Rc<TokenizerValue>), Diagnostic> {
+    let tok = data_tokenizer(interp, student, teacher).ok_or_else(|| {
+        Diagnostic::error("no tokenizer to read the data with")
+            .label(a.call_span, "here")
+            .help("set one with `tokenizer tokenizer(\"tokenizer.json\")` or `tokenizer bpe(vocab=8000, from=\"corpus.txt\")`, or use a teacher that has one")
+    })?;
+    let template = student.chat_template.clone().or_else(|| teacher.and_then(|t| t.chat_template.clone()));
+    let opts = DataOptions {
+        seq,
+        seed,
+        chat_template: template.as_deref(),
+        bos: student.bos.or(teacher.and_then(|t| t.bos)),
+        eos: student.eos.first().or(teacher.and_then(|t| t.eos.first())).copied(),
+        cache_dir: None,
+    };
+    let mut lines = Vec::new();
+    let data = prepare(spec, &tok.tokenizer, &opts, &mut |l: &str| lines.push(l.to_string())).map_err(|e| engine_error(a, "reading the data for this", e))?;
+    for l in lines {
+        interp.say(&l);
+    }
+    Ok((data, tok))
+}
+
+/// The teacher's weights in the precision the run asks for. `auto` runs the frozen
+/// teacher in bf16 where that is fast — CUDA, and CPUs with AMX-bf16, where bench/
+/// measured its forward at about 3× f32 — and as loaded elsewhere.
+fn teacher_weights(a: &Args, t: &ModelValue) -> Result<Rc<crate::engine::llama::Llama>, Diagnostic> {
+    let w = t.weights().map_err(|e| engine_error(a, "using this teacher", e))?;
+    let want = match a.string("teacher_dtype")?.as_str() {
+        "auto" if t.device.is_cuda() || crate::engine::cpu_features().contains(&"amx_bf16") => tch::Kind::BFloat16,
+        "auto" => t.dtype,
+        other => crate::engine::device::parse_dtype(other, t.device).map_err(|e| a.error("teacher_dtype", e))?,
+    };
+    if want == t.dtype {
+        return Ok(w);
+    }
+    w.converted(want).map(Rc::new).map_err(|e| engine_error(a, "converting the teacher", e))
+}
+
+/// A run folder that does not hold another run yet: `runs/NAME`, else `runs/NAME-2`, ...
+fn fresh_run_dir(base: PathBuf) -> PathBuf {
+    if checkpoint::latest(&base).is_none() {
+        return base;
+    }
+    (2..).map(|i| PathBuf::from(format!("{}-{i}", base.display()))).find(|p| checkpoint::latest(p).is_none()).unwrap_or(base)
+}
+
+/// Where the run writes and which checkpoint it continues from.
+fn run_dirs(interp: &Interp, a: &Args, plan: &TrainPlan) -> Result<(PathBuf, Option<PathBuf>), Diagnostic> {
+    if let Some(r) = &plan.resume {
+        let given = interp.resolve_path(r);
+        // A run folder (take its newest checkpoint) or one checkpoint folder.
+        let (run, ckpt) = if given.join("run_state.json").is_file() {
+            (given.parent().map(Path::to_path_buf).unwrap_or_default(), Some(given.clone()))
+        } else {
+            (given.clone(), checkpoint::latest(&given))
+        };
+        let ckpt = ckpt.ok_or_else(|| {
+            a.error("resume", format!("{} holds no checkpoint to resume from", given.display()))
+                .help("give a run folder written by train(out=...) with save_every=, or one of its step-N folders")
+        })?;
+        return Ok((run, Some(ckpt)));
+    }
+    let out = match &plan.out {
+        Some(o) => {
+            let dir = interp.resolve_path(o);
+            if checkpoint::latest(&dir).is_some() {
+                return Err(a
+                    .error("out", format!("{} already holds a run", dir.display()))
+                    .help(format!("continue it with resume={o:?}, or choose another out=")));
+            }
+            dir
+        }
+        None => {
+            let script = interp.loader.borrow().sources.name(interp.file).to_string();
+            let stem = Path::new(&script).file_stem().and_then(|s| s.to_str()).filter(|s| !s.starts_with('<')).unwrap_or("kdl").to_string();
+            fresh_run_dir(interp.resolve_path(&format!("runs/{stem}")))
+        }
+    };
+    Ok((out, None))
+}
+
+/// Files every checkpoint carries so it is a complete Hugging Face folder.
+fn tokenizer_files(tok: &TokenizerValue) -> Vec<(&'static str, Vec<u8>)> {
+    tok.tokenizer.to_string(false).map(|json| vec![("tokenizer.json", json.into_bytes())]).unwrap_or_default()
+}
+
+pub fn run_training(interp: &mut Interp, a: &Args, plan: &TrainPlan) -> Result<Value, Diagnostic> {
+    let mut student = model_in(interp, a, Role::Student).ok_or_else(|| super::actions::missing_slot("train", Role::Student, a.call_span))?;
+    let teacher = if plan.loss.needs_teacher() { model_in(interp, a, Role::Teacher) } else { None };
+    if student.vocab != plan.student.vocab {
+        // The student learnt its vocabulary from the plan (teacher or tokenizer).
+        let sized = Rc::new(student.with_vocab(plan.student.vocab.unwrap_or(0), data_tokenizer(interp, &student, teacher.as_deref())));
+        if !a.given("student") {
+            interp.slots.insert(Role::Student, Value::Model(sized.clone()));
+        }
+        student = sized;
+    }
+    let (data, tok) = load_data(interp, a, &plan.data, plan.seq, plan.seed, &student, teacher.as_deref())?;
+    let student_w = student.weights().map_err(|e| engine_error(a, "training this student", e))?;
+    let teacher_w = match &teacher {
+        Some(t) => Some(teacher_weights(a, t)?),
+        None => None,
+    };
+    let (out, resume) = run_dirs(interp, a, plan)?;
+    interp.say(&format!("run folder {}", out.display()));
+    let run = Run {
+        plan,
+        teacher: teacher_w.as_deref(),
+        student: &student_w,
+        data: &data,
+        out: Some(out),
+        resume,
+        show_progress: true,
+        extra: tokenizer_files(&tok),
+        special: SpecialTokens { bos: student.bos, eos: student.eos.clone() },
+    };
+    let out = interp.out.clone();
+    let mut log = |line: &str| {
+        let mut o = out.borrow_mut();
+        let _ = writeln!(o, "{line}");
+        let _ = o.flush();
+    };
+    let outcome = train::train(&run, &mut log).map_err(|e| engine_error(a, "training here", e))?;
+    Ok(outcome.val.map(|v| Value::Num(v.ppl)).unwrap_or(Value::Nothing))
+}
+
+/// `eval(...)`: validation loss and perplexity; returns the perplexity.
+pub fn run_eval(interp: &mut Interp, a: &Args, spec: &DataSpec, seq: usize, batch: usize) -> Result<Value, Diagnostic> {
+    let model = model_in(interp, a, Role::Student).ok_or_else(|| super::actions::missing_slot("eval", Role::Student, a.call_span))?;
+    let teacher = model_in(interp, a, Role::Teacher).filter(|t| t.vocab == model.vocab && !Rc::ptr_eq(t, &model));
+    let (data, _) = load_data(interp, a, spec, seq, 0, &model, teacher.as_deref())?;
+    let w = model.weights().map_err(|e| engine_error(a, "evaluating this model", e))?;
+    let tw = match &teacher {
+        Some(t) => Some(t.weights().map_err(|e| engine_error(a, "comparing with this teacher", e))?),
+        None => None,
+    };
+    // The validation split when there is one, else every block.
+    let blocks = if data.val.len() > 0 { &data.val } else { &data.train };
+    let result = train::evaluate::evaluate(&w, tw.as_deref(), blocks, batch).ok_or_else(|| engine_error(a, "evaluating here", "the data has no tokens to evaluate on".into()))?;
+    interp.say(&train::report::describe_eval(&result));
+    Ok(Value::Num(result.ppl))
+}

@@ -1,0 +1,288 @@
+//! Stage 4, losses: a `LossExpr` (Σ weightᵢ·termᵢ from `spec::loss`) compiles once into a
+//! `LossPlan`; each step runs the plan on one micro-batch's logits and hidden states. The
+//! plan keeps the valid positions only, log-softmaxes each model once per distinct
+//! temperature (`terms`), and owns the hidden-state projections (`hidden`). The training
+//! loop calls it; the conventions it implements are in lang/losses.md.
+
+mod hidden;
+mod terms;
+
+use crate::spec::{LayerMap, LlamaSpec, LossExpr, Schedule, Term, TermKind};
+use hidden::HiddenTerm;
+use std::collections::HashMap;
+use tch::{nn, Kind, Tensor};
+use terms::{Needs, Tempered};
+
+/// `js`'s β and `skl`'s a when a term does not say (the builtins' defaults).
+const DEFAULT_JS_BETA: f64 = 0.5;
+const DEFAULT_SKL_A: f64 = 0.1;
+
+/// One micro-batch, as the training loop has it.
+pub struct LossInputs<'a> {
+    /// `[B, T, V]`, any float kind (upcast to f32 here); requires grad.
+    pub student_logits: &'a Tensor,
+    /// `[B, T, V]`; read without a graph. Needed when `needs_teacher`.
+    pub teacher_logits: Option<&'a Tensor>,
+    /// Block outputs `[B, T, D]`, one per layer (`Llama::forward_with_states`). Needed when
+    /// `needs_hidden`.
+    pub student_states: Option<&'a [Tensor]>,
+    pub teacher_states: Option<&'a [Tensor]>,
+    /// `[B, T]` int64 next-token ids; read only where `mask` > 0 (-100 elsewhere is fine).
+    pub targets: &'a Tensor,
+    /// `[B, T]` float: 1 where the position's target counts, 0 for padding and prompt tokens.
+    /// A position's per-token value is multiplied by its mask value.
+    pub mask: &'a Tensor,
+    /// Valid target positions of the whole optimizer step (all its micro-batches): the
+    /// same number for every micro-batch of a step.
+    pub denominator: f64,
+}
+
+pub struct LossOutput {
+    /// Σᵢ wᵢ(step)·valueᵢ: a differentiable f32 scalar. Summed over a step's micro-batches
+    /// it is the step's loss.
+    pub total: Tensor,
+    /// (name, valueᵢ) in `term_names` order, unweighted: valueᵢ = Σ over this micro-batch's
+    /// valid positions of the per-token value, ÷ `denominator`. This is the micro-batch's
+    /// share, so summing a term over a step's micro-batches gives its per-token mean.
+    pub terms: Vec<(String, f64)>,
+}
+
+enum Compute {
+    CrossEntropy,
+    /// A KL-family term at temperature `t`; `mix` is js's β or skl's a.
+    Divergence {
+        kind: TermKind,
+        t: Schedule,
+        mix: f64,
+    },
+    Hidden(HiddenTerm),
+}
+
+struct PlannedTerm {
+    name: String,
+    weight: Schedule,
+    compute: Compute,
+}
+
+/// A compiled loss: terms × weights, and what they need from the models.
+pub struct LossPlan {
+    terms: Vec<PlannedTerm>,
+    needs_teacher: bool,
+    needs_hidden: bool,
+}
+
+impl LossPlan {
+    /// Checks the loss against the models (a teacher where terms need one, equal vocabularies
+    /// for KL-family terms, layer numbers within both depths) and creates the hidden-state
+    /// projections under `vs` (`{kind}_{i}.s{s}_t{t}.weight`, `i` the term's position in
+    /// `expr`). Learned projections are trainable variables of `vs`'s var store.
+    pub fn new(expr: &LossExpr, student: &LlamaSpec, teacher: Option<&LlamaSpec>, vs: &nn::Path) -> Result<LossPlan, String> {
+        if expr.terms.is_empty() {
+            return Err("the loss has no terms".into());
+        }
+        let teacher = match (expr.needs_teacher(), teacher) {
+            (true, None) => return Err(format!("the loss {} compares the student with a teacher, but no teacher is set", expr.describe())),
+            (_, t) => t,
+        };
+        let names = display_names(expr);
+        let mut terms = Vec::with_capacity(expr.terms.len());
+        for (i, ((weight, term), name)) in expr.terms.iter().zip(names).enumerate() {
+            let compute = match term.kind {
+                TermKind::Ce => Compute::CrossEntropy,
+                TermKind::Mse | TermKind::Cosine => {
+                    let teacher = teacher.ok_or("hidden-state terms need a teacher")?;
+                    let map = term.layers.clone().unwrap_or(LayerMap::Every(1));
+                    let hidden = HiddenTerm::new(term.kind, &map, student, teacher, &(vs / format!("{}_{i}", term.kind.name())))
+                        .map_err(|e| format!("{}: {e}", term.describe()))?;
+                    Compute::Hidden(hidden)
+                }
+                kind => {
+                    let mix = check_divergence(term, student, teacher.ok_or("KL-family terms need a teacher")?)?;
+                    Compute::Divergence { kind, t: term.t.clone(), mix }
+                }
+            };
+            terms.push(PlannedTerm { name, weight: weight.clone(), compute });
+        }
+        let needs_hidden = terms.iter().any(|t| matches!(t.compute, Compute::Hidden(_)));
+        Ok(LossPlan { terms, needs_teacher: expr.needs_teacher(), needs_hidden })
+    }
+
+    pub fn needs_teacher(&self) -> bool {
+        self.needs_teacher
+    }
+
+    /// When true, run both models with `forward_with_states` and pass the states.
+    pub fn needs_hidden(&self) -> bool {
+        self.needs_hidden
+    }
+
+    /// Term names in the expression's order: the builtin's name, with its arguments after
+    /// `@` when the same builtin appears more than once (`kl`, `kl@T=4`), and `#2`, `#3` for
+    /// exact repeats.
+    pub fn term_names(&self) -> Vec<String> {
+        self.terms.iter().map(|t| t.name.clone()).collect()
+    }
+
+    /// The loss of one micro-batch at `step` (0-based) of `total_steps`: weights and
+    /// temperatures are the schedules' values there.
+    ///
+    /// Panics when the inputs break the contract the plan was built for: teacher logits or
+    /// hidden states missing where `needs_teacher`/`needs_hidden` say so, mismatched
+    /// shapes, or a non-positive denominator or temperature.
+    pub fn compute(&self, inp: &LossInputs, step: u64, total_steps: u64) -> LossOutput {
+        assert!(inp.denominator > 0.0 && inp.denominator.is_finite(), "the loss denominator must be a positive token count, got {}", inp.denominator);
+        let rows = Rows::new(inp.mask);
+        let tempered = self.tempered(inp, &rows, step, total_steps);
+        let targets = self.terms.iter().any(|t| matches!(t.compute, Compute::CrossEntropy)).then(|| rows.select(inp.targets));
+
+        let mut total: Option<Tensor> = None;
+        let mut values = Vec::with_capacity(self.terms.len());
+        for term in &self.terms {
+            let per_token = match &term.compute {
+                Compute::CrossEntropy => terms::cross_entropy(at(&tempered, 1.0), targets.as_ref().expect("targets were selected for ce")),
+                Compute::Divergence { kind, t, mix } => terms::divergence(*kind, at(&tempered, temperature(t, step, total_steps)), *mix),
+                Compute::Hidden(h) => {
+                    let student = inp.student_states.expect("the loss has hidden-state terms: pass student_states (see needs_hidden)");
+                    let teacher = inp.teacher_states.expect("the loss has hidden-state terms: pass teacher_states (see needs_hidden)");
+                    for (s, t) in h.pairs() {
+                        assert!(
+                            s < student.len() && t < teacher.len(),
+                            "{}: layer pair {s}↔{t}, but got {} student and {} teacher states",
+                            term.name,
+                            student.len(),
+                            teacher.len()
+                        );
+                    }
+                    h.per_token(student, teacher, &rows.index)
+                }
+            };
+            let value = (per_token * &rows.weight).sum(Kind::Float) / inp.denominator;
+            values.push((term.name.clone(), value.double_value(&[])));
+            let weighted = &value * term.weight.at(step, total_steps);
+            total = Some(match total {
+                Some(acc) => acc + weighted,
+                None => weighted,
+            });
+        }
+        LossOutput { total: total.expect("a plan has at least one term"), terms: values }
+    }
+
+    /// One `Tempered` per distinct temperature value at this step, holding just what the
+    /// terms at that temperature read. The selected `[N, V]` logits are dropped on return.
+    fn tempered(&self, inp: &LossInputs, rows: &Rows, step: u64, total_steps: u64) -> Vec<Tempered> {
+        let mut needs: Vec<(f64, Needs)> = Vec::new();
+        let mut need = |t: f64, n: Needs| match needs.iter_mut().find(|(x, _)| *x == t) {
+            Some((_, have)) => *have = have.union(n),
+            None => needs.push((t, n)),
+        };
+        for term in &self.terms {
+            match &term.compute {
+                Compute::CrossEntropy => need(1.0, Needs::default()),
+                Compute::Divergence { kind, t, .. } => need(temperature(t, step, total_steps), Needs::of(*kind)),
+                Compute::Hidden(_) => {}
+            }
+        }
+        if needs.is_empty() {
+            return Vec::new();
+        }
+        let logits = inp.student_logits;
+        assert_eq!(logits.dim(), 3, "student logits must be [B, T, V], got {:?}", logits.size());
+        let student = rows.select(logits).to_kind(Kind::Float);
+        let teacher = needs.iter().any(|(_, n)| n.teacher_log_probs || n.teacher_probs).then(|| {
+            let t = inp.teacher_logits.expect("the loss compares logits with the teacher's: pass teacher_logits (see needs_teacher)");
+            let (sv, tv) = (logits.size()[2], t.size().last().copied().unwrap_or(0));
+            assert_eq!(sv, tv, "the teacher's logits have {tv} classes and the student's {sv}: KL-family terms need one vocabulary");
+            tch::no_grad(|| rows.select(t).to_kind(Kind::Float))
+        });
+        needs.into_iter().map(|(t, n)| Tempered::new(t, n, &student, teacher.as_ref())).collect()
+    }
+}
+
+/// The positions that count: their flat indices into `[B·T]` and their mask values.
+struct Rows {
+    index: Tensor,
+    weight: Tensor,
+    /// Every position counts: select with a reshape, not a copy.
+    all: bool,
+}
+
+impl Rows {
+    fn new(mask: &Tensor) -> Rows {
+        let flat = mask.reshape([-1]);
+        let index = flat.gt(0.0).nonzero().squeeze_dim(1);
+        let all = index.size()[0] == flat.size()[0];
+        let weight = if all { flat.to_kind(Kind::Float) } else { flat.index_select(0, &index).to_kind(Kind::Float) };
+        Rows { index, weight, all }
+    }
+
+    /// `[B, T, ..]` -> the valid rows `[N, ..]`.
+    fn select(&self, x: &Tensor) -> Tensor {
+        let shape: Vec<i64> = std::iter::once(-1).chain(x.size().into_iter().skip(2)).collect();
+        let flat = x.reshape(shape);
+        if self.all {
+            flat
+        } else {
+            flat.index_select(0, &self.index)
+        }
+    }
+}
+
+fn temperature(t: &Schedule, step: u64, total_steps: u64) -> f64 {
+    let value = t.at(step, total_steps);
+    assert!(value > 0.0 && value.is_finite(), "temperature {} is {value} at step {step}: it must stay above 0", t.describe());
+    value
+}
+
+fn at(tempered: &[Tempered], t: f64) -> &Tempered {
+    tempered.iter().find(|x| x.t == t).expect("every temperature a term reads was planned")
+}
+
+/// Checks a KL-family term against the models; returns its mixing weight.
+fn check_divergence(term: &Term, student: &LlamaSpec, teacher: &LlamaSpec) -> Result<f64, String> {
+    if let (Some(sv), Some(tv)) = (student.vocab, teacher.vocab) {
+        if sv != tv {
+            return Err(format!("{} compares next-token distributions, but the teacher's vocabulary has {tv} tokens and the student's {sv}", term.describe()));
+        }
+    }
+    if let Some(t) = term.t.as_const() {
+        if t <= 0.0 || !t.is_finite() {
+            return Err(format!("{}: the temperature must be above 0", term.describe()));
+        }
+    }
+    let mix = match term.kind {
+        TermKind::Js => term.mix.unwrap_or(DEFAULT_JS_BETA),
+        TermKind::Skl => term.mix.unwrap_or(DEFAULT_SKL_A),
+        _ => return Ok(0.0),
+    };
+    if !(mix > 0.0 && mix < 1.0) {
+        return Err(format!("{}: the mixing weight must be strictly between 0 and 1", term.describe()));
+    }
+    Ok(mix)
+}
+
+/// `kl`, or `kl@T=4` when another `kl` is in the loss; `#2` on exact repeats.
+fn display_names(expr: &LossExpr) -> Vec<String> {
+    let mut per_kind: HashMap<&str, usize> = HashMap::new();
+    for (_, t) in &expr.terms {
+        *per_kind.entry(t.kind.name()).or_default() += 1;
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    expr.terms
+        .iter()
+        .map(|(_, t)| {
+            let kind = t.kind.name();
+            let described = t.describe();
+            let base = match described.strip_prefix(kind).and_then(|r| r.strip_prefix('(')).and_then(|r| r.strip_suffix(')')) {
+                Some(args) if per_kind[kind] > 1 => format!("{kind}@{args}"),
+                _ => kind.to_string(),
+            };
+            let n = seen.entry(base.clone()).or_default();
+            *n += 1;
+            if *n == 1 {
+                base
+            } else {
+                format!("{base}#{n}")
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,125 @@
+//! Logit terms (`ce` and the KL family) as per-position values over the valid rows. Each
+//! reads the log-softmaxes that `Tempered` holds for one temperature, so terms at the same
+//! temperature share them; `mod.rs` decides which parts each temperature needs.
+
+use crate::spec::TermKind;
+use tch::{Kind, Tensor};
+
+/// What a term needs at its temperature, beyond the student's log-probabilities.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Needs {
+    pub student_probs: bool,
+    pub teacher_log_probs: bool,
+    pub teacher_probs: bool,
+}
+
+impl Needs {
+    pub fn of(kind: TermKind) -> Needs {
+        use TermKind::*;
+        Needs {
+            student_probs: matches!(kind, Rkl | Js | Tvd | Skl),
+            teacher_log_probs: matches!(kind, Kl | Rkl | Js | Skl),
+            teacher_probs: matches!(kind, Kl | Js | Tvd | Skl),
+        }
+    }
+
+    pub fn union(self, other: Needs) -> Needs {
+        Needs {
+            student_probs: self.student_probs || other.student_probs,
+            teacher_log_probs: self.teacher_log_probs || other.teacher_log_probs,
+            teacher_probs: self.teacher_probs || other.teacher_probs,
+        }
+    }
+}
+
+/// Student and teacher distributions at one temperature, over the valid rows `[N, V]`, f32.
+pub(super) struct Tempered {
+    pub t: f64,
+    /// log q: carries the gradient to the student's logits.
+    pub student_log_probs: Tensor,
+    pub student_probs: Option<Tensor>,
+    /// log p and p: computed without a graph.
+    pub teacher_log_probs: Option<Tensor>,
+    pub teacher_probs: Option<Tensor>,
+}
+
+impl Tempered {
+    /// `student`, `teacher`: the valid rows' logits `[N, V]`, already f32.
+    pub fn new(t: f64, needs: Needs, student: &Tensor, teacher: Option<&Tensor>) -> Tempered {
+        let student_log_probs = soften(student, t);
+        let student_probs = needs.student_probs.then(|| student_log_probs.exp());
+        let (teacher_log_probs, teacher_probs) = if needs.teacher_log_probs || needs.teacher_probs {
+            let teacher = teacher.expect("the plan checked that KL-family terms get teacher logits");
+            tch::no_grad(|| {
+                let log_p = soften(teacher, t);
+                let p = needs.teacher_probs.then(|| log_p.exp());
+                (Some(log_p), p)
+            })
+        } else {
+            (None, None)
+        };
+        Tempered { t, student_log_probs, student_probs, teacher_log_probs, teacher_probs }
+    }
+
+    fn q(&self) -> &Tensor {
+        self.student_probs.as_ref().expect("student probabilities were planned for this term")
+    }
+
+    fn log_p(&self) -> &Tensor {
+        self.teacher_log_probs.as_ref().expect("teacher log-probabilities were planned for this term")
+    }
+
+    fn p(&self) -> &Tensor {
+        self.teacher_probs.as_ref().expect("teacher probabilities were planned for this term")
+    }
+}
+
+/// log_softmax(logits / T), dividing only when T ≠ 1.
+fn soften(logits: &Tensor, t: f64) -> Tensor {
+    if t == 1.0 {
+        logits.log_softmax(-1, Kind::Float)
+    } else {
+        (logits / t).log_softmax(-1, Kind::Float)
+    }
+}
+
+fn row_sum(x: &Tensor) -> Tensor {
+    x.sum_dim_intlist(-1, false, Kind::Float)
+}
+
+/// Σ_v a·(log a − log b) per row: KL(a ‖ b) written out so that only `a`, which the
+/// caller already holds, is saved for the backward pass of the product.
+fn kl_rows(a: &Tensor, log_a: &Tensor, log_b: &Tensor) -> Tensor {
+    row_sum(&(a * (log_a - log_b)))
+}
+
+/// log(w·p + (1−w)·q), in log space so tiny probabilities do not underflow to log 0.
+fn log_mixture(x: &Tempered, w: f64) -> Tensor {
+    (x.log_p() + w.ln()).logaddexp(&(&x.student_log_probs + (1.0 - w).ln()))
+}
+
+/// Cross-entropy on the data's next tokens: −log q(target) at T = 1. `targets: [N]`.
+pub(super) fn cross_entropy(at_one: &Tempered, targets: &Tensor) -> Tensor {
+    debug_assert_eq!(at_one.t, 1.0);
+    -at_one.student_log_probs.gather(1, &targets.unsqueeze(1), false).squeeze_dim(1)
+}
+
+/// Per-row value `[N]` of a KL-family term; `mix` is js's β or skl's a.
+pub(super) fn divergence(kind: TermKind, x: &Tempered, mix: f64) -> Tensor {
+    match kind {
+        // KL(p ‖ q)
+        TermKind::Kl => kl_rows(x.p(), x.log_p(), &x.student_log_probs),
+        // KL(q ‖ p)
+        TermKind::Rkl => kl_rows(x.q(), &x.student_log_probs, x.log_p()),
+        // β·KL(p ‖ m) + (1−β)·KL(q ‖ m), m = β·p + (1−β)·q
+        TermKind::Js => {
+            let log_m = log_mixture(x, mix);
+            kl_rows(x.p(), x.log_p(), &log_m) * mix + kl_rows(x.q(), &x.student_log_probs, &log_m) * (1.0 - mix)
+        }
+        // ½·Σ|p − q|
+        TermKind::Tvd => row_sum(&(x.p() - x.q()).abs()) * 0.5,
+        // KL(p ‖ a·p + (1−a)·q)
+        TermKind::Skl => kl_rows(x.p(), x.log_p(), &log_mixture(x, mix)),
+        TermKind::Ce | TermKind::Mse | TermKind::Cosine => unreachable!("{} is not a divergence of distributions", kind.name()),
+    }
+}

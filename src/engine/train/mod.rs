@@ -1,0 +1,236 @@
+//! The training loop: the teacher frozen (no-grad), the student trained on the compiled
+//! loss plan, with gradient accumulation under one token denominator per optimizer
+//! step, clipping, scheduled learning rate, periodic evaluation and atomic checkpoints.
+//! Resuming restores weights, optimizer moments and the sampler, so the loss curve
+//! continues exactly; Ctrl-C saves and stops; a non-finite loss stops before saving.
+
+pub mod checkpoint;
+pub mod evaluate;
+pub mod report;
+
+use self::checkpoint::{RunState, Snapshot};
+use self::evaluate::{evaluate, EvalResult};
+use self::report::{describe_eval, summary_table, Metrics, Progress};
+use super::checkpoint::SpecialTokens;
+use super::data::{Dataset, Sampler};
+use super::llama::Llama;
+use super::loss::{LossInputs, LossPlan};
+use super::optim::Optimizer;
+use crate::spec::train::{RunLength, TrainPlan};
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::nn::VarStore;
+
+/// What the loop trains and where it writes.
+pub struct Run<'a> {
+    pub plan: &'a TrainPlan,
+    pub teacher: Option<&'a Llama>,
+    pub student: &'a Llama,
+    pub data: &'a Dataset,
+    /// The run folder; `None` keeps nothing on disk.
+    pub out: Option<PathBuf>,
+    /// A checkpoint folder to continue from.
+    pub resume: Option<PathBuf>,
+    pub show_progress: bool,
+    /// Files saved with every checkpoint (tokenizer.json, ...).
+    pub extra: Vec<(&'a str, Vec<u8>)>,
+    pub special: SpecialTokens,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub steps: u64,
+    pub total_steps: u64,
+    pub last_loss: f64,
+    pub val: Option<EvalResult>,
+    pub teacher_val: Option<EvalResult>,
+    pub interrupted: bool,
+    pub last_checkpoint: Option<PathBuf>,
+}
+
+/// Optimizer steps of a run over `blocks` training blocks.
+pub fn total_steps(plan: &TrainPlan, blocks: usize) -> u64 {
+    match plan.length {
+        RunLength::Steps(n) => n,
+        RunLength::Epochs(e) => {
+            let per_step = (plan.batch * plan.accumulate).max(1) as f64;
+            ((e * blocks as f64) / per_step).ceil().max(1.0) as u64
+        }
+    }
+}
+
+fn to_device(t: (tch::Tensor, tch::Tensor, tch::Tensor), d: tch::Device) -> (tch::Tensor, tch::Tensor, tch::Tensor) {
+    (t.0.to_device(d), t.1.to_device(d), t.2.to_device(d))
+}
+
+pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
+    let plan = run.plan;
+    let device = run.student.device();
+    let total = total_steps(plan, run.data.train.len());
+    let aux = VarStore::new(device);
+    let losses = LossPlan::new(&plan.loss, &run.student.spec, run.teacher.map(|t| &t.spec), &aux.root())?;
+    if losses.needs_teacher() && run.teacher.is_none() {
+        return Err("the loss compares with a teacher, but there is none".into());
+    }
+    let mut params: Vec<(String, tch::Tensor)> = run.student.vs.variables().into_iter().collect();
+    params.extend(aux.variables().into_iter().map(|(n, t)| (format!("loss.{n}"), t)));
+    let mut optimizer = Optimizer::new(&plan.optim, params);
+    let mut sampler = Sampler::new(plan.seed);
+    let mut start = 0;
+    if let Some(dir) = &run.resume {
+        let state = checkpoint::read_state(dir)?;
+        checkpoint::restore_weights(run.student, dir)?;
+        checkpoint::restore_into(&aux.variables(), &checkpoint::read_tensors(&dir.join("loss_params.safetensors"))?, dir)?;
+        optimizer.load_state(&checkpoint::read_tensors(&dir.join("optimizer.safetensors"))?, state.step)?;
+        if state.plan != plan.describe() {
+            log("warning: the run's plan changed since this checkpoint; continuing with the new plan");
+        }
+        sampler = state.sampler;
+        start = state.step;
+        log(&format!("resuming from {} at step {start} of {total}", dir.display()));
+    }
+    if let Some(out) = &run.out {
+        std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+        std::fs::write(out.join("plan.txt"), plan.describe()).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    }
+    let metrics = Metrics::open(run.out.as_deref(), run.resume.as_ref().map(|_| start))?;
+    let names = losses.term_names();
+    let progress = Progress::new(total, start, run.show_progress);
+    let mut outcome = Outcome { steps: start, total_steps: total, last_loss: f64::NAN, val: None, teacher_val: None, interrupted: false, last_checkpoint: run.resume.clone() };
+    let save = |step: u64, sampler: &Sampler, optimizer: &Optimizer| -> Result<Option<PathBuf>, String> {
+        let Some(out) = &run.out else { return Ok(None) };
+        let state = RunState { step, total_steps: total, sampler: sampler.clone(), seed: plan.seed, plan: plan.describe() };
+        let snap = Snapshot {
+            student: run.student,
+            optimizer: optimizer.state_tensors(),
+            aux: aux.variables().into_iter().collect(),
+            state: &state,
+            special: &run.special,
+            extra: &run.extra,
+        };
+        checkpoint::save(out, &snap).map(Some)
+    };
+    crate::interrupt::clear();
+    for step in start..total {
+        let started = Instant::now();
+        let lr = plan.lr.at(step, total);
+        let micro: Vec<Vec<usize>> = (0..plan.accumulate).map(|_| sampler.next_batch(run.data.train.len(), plan.batch)).collect();
+        let denominator = micro.iter().map(|m| run.data.train.valid_tokens(m)).sum::<u64>().max(1) as f64;
+        let mut loss_sum = 0.0;
+        let mut term_sums = vec![0.0; names.len()];
+        for indices in &micro {
+            let (input, target, mask) = to_device(run.data.train.batch(indices), device);
+            let (teacher_logits, teacher_states) = match run.teacher.filter(|_| losses.needs_teacher()) {
+                Some(t) if losses.needs_hidden() => {
+                    let (l, s) = tch::no_grad(|| t.forward_with_states(&input));
+                    (Some(l), Some(s))
+                }
+                Some(t) => (Some(tch::no_grad(|| t.forward(&input, None))), None),
+                None => (None, None),
+            };
+            let (student_logits, student_states) = if losses.needs_hidden() {
+                let (l, s) = run.student.forward_with_states(&input);
+                (l, Some(s))
+            } else {
+                (run.student.forward(&input, None), None)
+            };
+            let out = losses.compute(
+                &LossInputs {
+                    student_logits: &student_logits,
+                    teacher_logits: teacher_logits.as_ref(),
+                    student_states: student_states.as_deref(),
+                    teacher_states: teacher_states.as_deref(),
+                    targets: &target,
+                    mask: &mask,
+                    denominator,
+                },
+                step,
+                total,
+            );
+            out.total.backward();
+            loss_sum += out.total.double_value(&[]);
+            for (i, (_, v)) in out.terms.iter().enumerate() {
+                if let Some(s) = term_sums.get_mut(i) {
+                    *s += v;
+                }
+            }
+        }
+        if !loss_sum.is_finite() {
+            progress.finish();
+            let kept = match &outcome.last_checkpoint {
+                Some(c) => format!("the last good checkpoint is {}", c.display()),
+                None => "no checkpoint was written before it".into(),
+            };
+            return Err(format!("the loss became {loss_sum} at step {}; training stopped and {kept} (lower the learning rate or add clipping)", step + 1));
+        }
+        optimizer.clip_grad_norm(plan.clip);
+        optimizer.step(lr);
+        optimizer.zero_grad();
+        let done = step + 1;
+        let tokens_per_s = (plan.batch * plan.seq * plan.accumulate) as f64 / started.elapsed().as_secs_f64();
+        let mut row = serde_json::json!({"step": done, "loss": loss_sum, "lr": lr, "tokens_per_s": tokens_per_s.round()});
+        let mut message = format!("loss {loss_sum:.4}");
+        for (name, v) in names.iter().zip(&term_sums) {
+            row[name.as_str()] = (*v).into();
+            if names.len() > 1 {
+                message.push_str(&format!(" · {name} {v:.4}"));
+            }
+        }
+        message.push_str(&format!(" · {tokens_per_s:.0} tok/s"));
+        metrics.write(&row)?;
+        if let Some(line) = progress.update(done, &message) {
+            log(&line);
+        }
+        outcome.steps = done;
+        outcome.last_loss = loss_sum;
+        if plan.eval_every.is_some_and(|n| done % n == 0) && done < total {
+            if let Some(e) = evaluate(run.student, run.teacher, &run.data.val, plan.batch) {
+                progress.println(&format!("step {done}: {}", describe_eval(&e)), log);
+                metrics.write(&eval_row(done, &e))?;
+            }
+        }
+        let interrupted = crate::interrupt::requested();
+        if plan.save_every.is_some_and(|n| done % n == 0) || interrupted {
+            if let Some(dir) = save(done, &sampler, &optimizer)? {
+                outcome.last_checkpoint = Some(dir);
+            }
+        }
+        if interrupted {
+            crate::interrupt::clear();
+            progress.finish();
+            outcome.interrupted = true;
+            let resume = run.out.as_ref().map(|o| format!("; continue with train(resume={:?})", o.display().to_string())).unwrap_or_default();
+            log(&format!("stopped by Ctrl-C after step {done}{resume}"));
+            return Ok(outcome);
+        }
+    }
+    progress.finish();
+    // The final weights are always kept, unless the last step was just saved.
+    let final_dir = run.out.as_ref().map(|o| checkpoint::step_dir(o, total));
+    if outcome.last_checkpoint != final_dir {
+        if let Some(dir) = save(total, &sampler, &optimizer)? {
+            outcome.last_checkpoint = Some(dir);
+        }
+    }
+    outcome.val = evaluate(run.student, run.teacher, &run.data.val, plan.batch);
+    outcome.teacher_val = run.teacher.and_then(|t| evaluate(t, None, &run.data.val, plan.batch));
+    if let Some(e) = &outcome.val {
+        metrics.write(&eval_row(total, e))?;
+    }
+    let student_params = run.student.spec.params().unwrap_or(0);
+    let teacher = run.teacher.map(|t| (t.spec.params().unwrap_or(0), outcome.teacher_val));
+    log(&summary_table(teacher, (student_params, outcome.val)));
+    Ok(outcome)
+}
+
+fn eval_row(step: u64, e: &EvalResult) -> serde_json::Value {
+    let mut row = serde_json::json!({"step": step, "val_loss": e.loss, "val_ppl": e.ppl, "val_tokens": e.tokens});
+    if let Some(a) = e.agreement {
+        row["agreement"] = a.into();
+    }
+    if let Some(k) = e.kl {
+        row["val_kl"] = k.into();
+    }
+    row
+}
