@@ -43,7 +43,9 @@ pub fn load_data(interp: &mut Interp, a: &Args, spec: &DataSpec, seq: usize, see
         seq,
         seed,
         chat_template: template.as_deref(),
-        bos: student.bos.or(teacher.and_then(|t| t.bos)),
+        // Documents are framed by the tokenizer's own special tokens; a model's "bos"
+        // (SmolLM2's is <|im_start|>) belongs to chat turns, not to raw text.
+        bos: None,
         eos: student.eos.first().or(teacher.and_then(|t| t.eos.first())).copied(),
         cache_dir: None,
     };
@@ -130,24 +132,31 @@ pub fn run_training(interp: &mut Interp, a: &Args, plan: &TrainPlan) -> Result<V
         }
         student = sized;
     }
-    let (data, tok) = load_data(interp, a, &plan.data, plan.seq, plan.seed, &student, teacher.as_deref())?;
+    // The teacher slot frames the data even when the loss does not use it, so runs with
+    // and without a teacher see the same tokens.
+    let framing = teacher.clone().or_else(|| model_in(interp, a, Role::Teacher));
+    let (data, tok) = load_data(interp, a, &plan.data, plan.seq, plan.seed, &student, framing.as_deref())?;
     let student_w = student.weights().map_err(|e| engine_error(a, "training this student", e))?;
     let teacher_w = match &teacher {
         Some(t) => Some(teacher_weights(a, t)?),
         None => None,
     };
-    let (out, resume) = run_dirs(interp, a, plan)?;
-    interp.say(&format!("run folder {}", out.display()));
+    let bench = a.boolean("bench")?;
+    let (out, resume) = if bench { (None, None) } else { let (o, r) = run_dirs(interp, a, plan)?; (Some(o), r) };
+    if let Some(o) = &out {
+        interp.say(&format!("run folder {}", o.display()));
+    }
     let run = Run {
         plan,
         teacher: teacher_w.as_deref(),
         student: &student_w,
         data: &data,
-        out: Some(out),
+        out,
         resume,
         show_progress: true,
         extra: tokenizer_files(&tok),
         special: SpecialTokens { bos: student.bos, eos: student.eos.clone() },
+        bench,
     };
     let out = interp.out.clone();
     let mut log = |line: &str| {
@@ -156,7 +165,15 @@ pub fn run_training(interp: &mut Interp, a: &Args, plan: &TrainPlan) -> Result<V
         let _ = o.flush();
     };
     let outcome = train::train(&run, &mut log).map_err(|e| engine_error(a, "training here", e))?;
-    Ok(outcome.val.map(|v| Value::Num(v.ppl)).unwrap_or(Value::Nothing))
+    // Without a validation split, the perplexity on (at most 32) training blocks.
+    let ppl = match outcome.val {
+        Some(v) => v.ppl,
+        None => {
+            let some: Vec<usize> = (0..data.train.len().min(32)).collect();
+            train::evaluate::evaluate(&student_w, None, &data.train.subset(&some), plan.batch).map(|v| v.ppl).unwrap_or(f64::NAN)
+        }
+    };
+    Ok(Value::Num(ppl))
 }
 
 /// `eval(...)`: validation loss and perplexity; returns the perplexity.

@@ -36,6 +36,11 @@ impl Blocks {
     }
 
     /// The `seq + 1` token ids of block `index`.
+    /// The blocks at `indices`, as a set of their own (sharing the token store).
+    pub fn subset(&self, indices: &[usize]) -> Blocks {
+        Blocks { store: self.store.clone(), starts: indices.iter().map(|&i| self.starts[i]).collect(), seq: self.seq }
+    }
+
     pub fn tokens(&self, index: usize) -> Vec<u32> {
         let s = self.starts[index];
         (s..s + self.seq + 1).map(|i| self.store.id(i)).collect()

@@ -35,6 +35,9 @@ pub struct Run<'a> {
     /// Files saved with every checkpoint (tokenizer.json, ...).
     pub extra: Vec<(&'a str, Vec<u8>)>,
     pub special: SpecialTokens,
+    /// Measure only: no checkpoints, evaluation or summary; the last line is
+    /// `tokens_per_s=N`, the median after two warm-up steps.
+    pub bench: bool,
 }
 
 /// How a run ended.
@@ -112,6 +115,7 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
         checkpoint::save(out, &snap).map(Some)
     };
     crate::interrupt::clear();
+    let mut speeds = Vec::new();
     for step in start..total {
         let started = Instant::now();
         let lr = plan.lr.at(step, total);
@@ -169,6 +173,7 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
         optimizer.zero_grad();
         let done = step + 1;
         let tokens_per_s = (plan.batch * plan.seq * plan.accumulate) as f64 / started.elapsed().as_secs_f64();
+        speeds.push(tokens_per_s);
         let mut row = serde_json::json!({"step": done, "loss": loss_sum, "lr": lr, "tokens_per_s": tokens_per_s.round()});
         let mut message = format!("loss {loss_sum:.4}");
         for (name, v) in names.iter().zip(&term_sums) {
@@ -184,14 +189,14 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
         }
         outcome.steps = done;
         outcome.last_loss = loss_sum;
-        if plan.eval_every.is_some_and(|n| done % n == 0) && done < total {
+        if plan.eval_every.is_some_and(|n| done % n == 0) && done < total && !run.bench {
             if let Some(e) = evaluate(run.student, run.teacher, &run.data.val, plan.batch) {
                 progress.println(&format!("step {done}: {}", describe_eval(&e)), log);
                 metrics.write(&eval_row(done, &e))?;
             }
         }
         let interrupted = crate::interrupt::requested();
-        if plan.save_every.is_some_and(|n| done % n == 0) || interrupted {
+        if (plan.save_every.is_some_and(|n| done % n == 0) || interrupted) && !run.bench {
             if let Some(dir) = save(done, &sampler, &optimizer)? {
                 outcome.last_checkpoint = Some(dir);
             }
@@ -206,6 +211,12 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
         }
     }
     progress.finish();
+    if run.bench {
+        let mut steady: Vec<f64> = speeds.iter().skip(2.min(speeds.len().saturating_sub(1))).copied().collect();
+        steady.sort_by(|a, b| a.total_cmp(b));
+        log(&format!("tokens_per_s={:.1}", steady.get(steady.len() / 2).copied().unwrap_or(0.0)));
+        return Ok(outcome);
+    }
     // The final weights are always kept, unless the last step was just saved.
     let final_dir = run.out.as_ref().map(|o| checkpoint::step_dir(o, total));
     if outcome.last_checkpoint != final_dir {
