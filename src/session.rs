@@ -176,6 +176,11 @@ impl Session {
         Ok(last)
     }
 
+    /// Lets builtins colour their output (`probe`); off by default and for captured output.
+    pub fn set_color(&mut self, on: bool) {
+        self.interp.color = on;
+    }
+
     /// True when the last statement's value was already streamed to the output
     /// (`generate`, `chat`), so a REPL should not print it again.
     pub fn streamed(&self) -> bool {

@@ -6,6 +6,7 @@ mod actions;
 mod args;
 mod core;
 mod data;
+mod explore;
 mod inference;
 mod losses;
 mod models;
@@ -32,6 +33,7 @@ pub enum Family {
     Optim,
     Data,
     Inference,
+    Explore,
     Actions,
 }
 
@@ -45,6 +47,7 @@ impl Family {
             Family::Optim => "optimizers",
             Family::Data => "data",
             Family::Inference => "inference",
+            Family::Explore => "explore",
             Family::Actions => "actions",
         }
     }
@@ -207,6 +210,7 @@ pub fn all() -> &'static [Builtin] {
         t.extend(optim::table());
         t.extend(data::table());
         t.extend(inference::table());
+        t.extend(explore::table());
         t.extend(actions::table());
         t
     })

@@ -7,11 +7,22 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (":help [topic]", "this overview, or help on a builtin, family, role, stdlib module or `syntax`"),
     (":type EXPR", "what kind of value EXPR is, without running it"),
     (":load FILE", "run a .kd file in this session"),
+    (":models", "the loaded models: params, vocabulary, device, weights"),
+    (":time EXPR", "run EXPR and say how long it took"),
     (":quit", "leave (Ctrl-D works too)"),
 ];
 
-const FAMILIES: [Family; 7] =
-    [Family::Core, Family::Models, Family::Losses, Family::Schedules, Family::Optim, Family::Data, Family::Actions];
+const FAMILIES: [Family; 9] = [
+    Family::Core,
+    Family::Models,
+    Family::Losses,
+    Family::Schedules,
+    Family::Optim,
+    Family::Data,
+    Family::Inference,
+    Family::Explore,
+    Family::Actions,
+];
 
 const SYNTAX: &str = "\
 statements   let x = e · x = e · def f(a, b=1) = e · use losses · use \"file.kd\"

@@ -93,6 +93,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run { file, expr } => {
             let mut session = Session::new();
+            session.set_color(color);
             let prepared = match (&file, &expr) {
                 (_, Some(code)) => session.prepare_str("<-e>", code),
                 (Some(f), None) => session.prepare_file(f),

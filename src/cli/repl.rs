@@ -68,6 +68,12 @@ impl Repl {
                 Err(e) => self.show_errors(&e),
             },
             ":load" | ":l" => self.load(rest.trim()),
+            ":models" | ":m" => self.models(),
+            ":time" => {
+                let start = std::time::Instant::now();
+                self.entry(rest);
+                println!("time: {:.1} ms", start.elapsed().as_secs_f64() * 1000.0);
+            }
             _ => {
                 let names: Vec<&str> = help::COMMANDS.iter().map(|(c, _)| c.split(' ').next().unwrap_or(c)).collect();
                 match kdl::suggest::closest(cmd, names.iter().copied()) {
@@ -77,6 +83,31 @@ impl Repl {
             }
         }
         true
+    }
+
+    /// `:models`: every model bound to a name or a role slot, with size and placement.
+    fn models(&self) {
+        let mut rows: Vec<(String, std::rc::Rc<kdl::eval::ModelValue>)> = Vec::new();
+        for role in [kdl::syntax::Role::Teacher, kdl::syntax::Role::Student] {
+            if let Some(Value::Model(m)) = self.session.slot(role) {
+                rows.push((role.name().to_string(), m));
+            }
+        }
+        for name in self.session.names() {
+            if let Some(Value::Model(m)) = self.session.get(&name) {
+                rows.push((name, m));
+            }
+        }
+        if rows.is_empty() {
+            println!("no models yet: try `teacher load(\"smollm2\")` or `let m = llama(layers=2, dim=64, vocab=1000)`");
+            return;
+        }
+        for (name, m) in rows {
+            let params = m.params().map(kdl::spec::fmt_count).unwrap_or_else(|| "?".into());
+            let vocab = m.vocab.map(|v| v.to_string()).unwrap_or_else(|| "?".into());
+            let weights = if m.has_weights() { "weights" } else { "spec only" };
+            println!("{name:<10} {params:>8} params · vocab {vocab:>6} · {} · {weights} · {}", m.placement(), m.spec.one_line());
+        }
     }
 
     fn entry(&mut self, text: &str) {
@@ -99,6 +130,7 @@ impl Repl {
 pub fn run(file: Option<PathBuf>, color: bool) -> ExitCode {
     let mut session = Session::new();
     session.set_interactive(true);
+    session.set_color(color);
     let mut repl = Repl { session, color, entries: 0 };
     if let Some(f) = &file {
         repl.load(&f.display().to_string());

@@ -4,6 +4,7 @@
 //! it is chosen, which is how the CLI and REPL stream text.
 
 use super::llama::{KvCache, Llama};
+use super::rng::SplitMix64 as Rng;
 use tch::{Kind, Tensor};
 
 /// How the next token is picked. `temperature == 0` is greedy.
@@ -32,20 +33,6 @@ pub enum Stop {
     Context,
     /// The callback asked to stop (Ctrl-C).
     Interrupted,
-}
-
-/// splitmix64: a tiny, fast, seedable generator; sampling needs one uniform per token.
-struct Rng(u64);
-
-impl Rng {
-    fn uniform(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// Picks a token from one row of logits `[vocab]` (f32 on the CPU).

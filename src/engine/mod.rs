@@ -14,6 +14,7 @@ pub mod llama;
 pub mod loss;
 pub mod load;
 pub mod optim;
+pub mod rng;
 pub mod train;
 
 pub use device::{cpu_features, default_device, describe_device};

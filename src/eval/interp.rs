@@ -30,6 +30,8 @@ pub struct Interp {
     /// Set when the last builtin already streamed its result (generate, chat), so a
     /// REPL does not print it twice.
     pub streamed: bool,
+    /// Whether output may carry ANSI colours (a terminal that wants them).
+    pub color: bool,
     modules: BTreeMap<String, Rc<ModuleValue>>,
 }
 
@@ -48,7 +50,7 @@ pub fn global_scope() -> Rc<RefCell<Scope>> {
 impl Interp {
     pub fn new(loader: Rc<RefCell<Loader>>, out: Out) -> Self {
         let scope = Scope::child(&global_scope());
-        Interp { loader, scope, slots: BTreeMap::new(), out, file: FileId(0), stages: Vec::new(), depth: 0, streamed: false, modules: BTreeMap::new() }
+        Interp { loader, scope, slots: BTreeMap::new(), out, file: FileId(0), stages: Vec::new(), depth: 0, streamed: false, color: false, modules: BTreeMap::new() }
     }
 
     /// Writes a line of program output.

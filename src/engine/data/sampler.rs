@@ -2,6 +2,7 @@
 //! `(seed, epoch)` alone, so the sampler's three numbers are its whole state and a run
 //! resumed from a checkpoint sees the batches the uninterrupted run would have.
 
+use crate::engine::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
 /// Deterministic shuffled order per epoch from (seed, epoch); its state (epoch, position)
@@ -50,7 +51,7 @@ impl Sampler {
         let mut rng = SplitMix64(mix(self.seed) ^ mix(self.epoch.wrapping_add(0x5851_f42d_4c95_7f2d)));
         let mut order: Vec<usize> = (0..blocks).collect();
         for i in (1..blocks).rev() {
-            let j = ((rng.next() as u128 * (i as u128 + 1)) >> 64) as usize;
+            let j = ((rng.next_u64() as u128 * (i as u128 + 1)) >> 64) as usize;
             order.swap(i, j);
         }
         order
@@ -58,17 +59,6 @@ impl Sampler {
 }
 
 fn mix(x: u64) -> u64 {
-    SplitMix64(x).next()
+    SplitMix64(x).next_u64()
 }
 
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}

@@ -1,13 +1,7 @@
 //! Seeded normal samples for weight initialisation, independent of libtorch's global
 //! generator: one splitmix64 stream per (seed, variable name), Box–Muller for normals.
 
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+use crate::engine::rng::SplitMix64;
 
 fn name_hash(name: &str) -> u64 {
     // FNV-1a: stable across runs and platforms.
@@ -16,8 +10,9 @@ fn name_hash(name: &str) -> u64 {
 
 /// `n` samples from N(0, std²).
 pub fn normal(seed: u64, name: &str, n: usize, std: f64) -> Vec<f32> {
-    let mut state = seed ^ name_hash(name);
-    let uniform = |s: &mut u64| ((splitmix(s) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    let mut state = SplitMix64(seed ^ name_hash(name));
+    // Half a step off zero, so ln(u) is finite.
+    let uniform = |s: &mut SplitMix64| ((s.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let (u1, u2) = (uniform(&mut state), uniform(&mut state));
