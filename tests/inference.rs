@@ -79,7 +79,9 @@ fn greedy_generation_is_deterministic_and_streams() {
     let first = text(s.eval_str("generate(m, \"Call me\", max=12, temp=0)").unwrap());
     let streamed = s.take_output();
     assert!(s.streamed());
-    assert_eq!(streamed, format!("{first}\n"), "the streamed text is the returned text");
+    // Control characters a random model emits stream as U+FFFD; the rest is the same text.
+    let printable: String = first.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{FFFD}' } else { c }).collect();
+    assert_eq!(streamed, format!("{printable}\n"), "the streamed text is the returned text");
     let again = text(s.eval_str("generate(m, \"Call me\", max=12, temp=0, stream=false)").unwrap());
     assert_eq!(first, again);
     assert_eq!(s.take_output(), "", "stream=false prints nothing");

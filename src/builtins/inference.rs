@@ -114,6 +114,12 @@ fn sampling(a: &Args) -> Result<Sampling, Diagnostic> {
     Ok(Sampling { temperature: a.num("temp")?, top_k: a.opt_count("top_k")?, top_p: a.opt_num("top_p")?, seed: a.num("seed")? as u64 })
 }
 
+/// Text safe to stream to a terminal: control characters a model may produce (escape
+/// sequences, character-set switches) would garble it, so they print as �.
+fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{FFFD}' } else { c }).collect()
+}
+
 /// Runs generation, streaming decoded text to the output when `stream` is on; returns
 /// the new text.
 fn run_generation(interp: &mut Interp, a: &Args, m: &ModelValue, prompt: &[u32], tok: Option<&TokenizerValue>) -> Result<String, Diagnostic> {
@@ -138,7 +144,7 @@ fn run_generation(interp: &mut Interp, a: &Args, m: &ModelValue, prompt: &[u32],
             // Hold back a partial UTF-8 character until its last byte arrives.
             if !text.ends_with('\u{FFFD}') && text.len() >= shown && text.is_char_boundary(shown) {
                 let mut o = out.borrow_mut();
-                let _ = write!(o, "{}", &text[shown..]);
+                let _ = write!(o, "{}", printable(&text[shown..]));
                 let _ = o.flush();
                 shown = text.len();
             }
@@ -150,7 +156,7 @@ fn run_generation(interp: &mut Interp, a: &Args, m: &ModelValue, prompt: &[u32],
     if stream {
         let mut o = out.borrow_mut();
         if text.len() > shown && text.is_char_boundary(shown) {
-            let _ = write!(o, "{}", &text[shown..]);
+            let _ = write!(o, "{}", printable(&text[shown..]));
         }
         let _ = writeln!(o);
         if stop == Stop::Interrupted {

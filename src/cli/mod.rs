@@ -87,8 +87,11 @@ fn count(n: usize, what: &str) -> String {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Ctrl-C stops generation and training at a clean point instead of killing them.
-    kdl::interrupt::install();
+    // Ctrl-C stops generation and training at a clean point instead of killing them. The
+    // REPL installs it itself, after its line editor, which takes SIGINT over when created.
+    if !matches!(cli.command, Command::Repl { .. }) {
+        kdl::interrupt::install();
+    }
     let color = use_color(cli.color);
     match cli.command {
         Command::Run { file, expr } => {

@@ -111,6 +111,8 @@ impl Repl {
     }
 
     fn entry(&mut self, text: &str) {
+        // A Ctrl-C that stopped the last entry is handled; the next one starts clean.
+        kdl::interrupt::clear();
         self.entries += 1;
         let name = format!("<repl:{}>", self.entries);
         match self.session.prepare_str(&name, text) {
@@ -132,10 +134,7 @@ pub fn run(file: Option<PathBuf>, color: bool) -> ExitCode {
     session.set_interactive(true);
     session.set_color(color);
     let mut repl = Repl { session, color, entries: 0 };
-    if let Some(f) = &file {
-        repl.load(&f.display().to_string());
-    }
-    let names = Rc::new(RefCell::new(repl.session.names()));
+    let names = Rc::new(RefCell::new(Vec::new()));
     let config = Config::builder().auto_add_history(true).completion_type(rustyline::CompletionType::List).build();
     let mut editor: Editor<KdlHelper, DefaultHistory> = match Editor::with_config(config) {
         Ok(e) => e,
@@ -145,6 +144,14 @@ pub fn run(file: Option<PathBuf>, color: bool) -> ExitCode {
         }
     };
     editor.set_helper(Some(KdlHelper { names: names.clone(), color }));
+    // rustyline's terminal replaces the SIGINT handler for the editor's lifetime (Ctrl-C at
+    // the prompt is a key in raw mode; the signal only comes while an entry runs), so the
+    // handler that stops generation and training goes in after it.
+    kdl::interrupt::install();
+    if let Some(f) = &file {
+        repl.load(&f.display().to_string());
+    }
+    *names.borrow_mut() = repl.session.names();
     let history = history_path();
     if let Some(h) = &history {
         let _ = editor.load_history(h);
