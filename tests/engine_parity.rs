@@ -145,3 +145,23 @@ fn transformers_loads_kdl_saved_models_with_the_same_logits() {
         let _ = std::fs::remove_file(&out);
     }
 }
+
+#[test]
+fn llama3_rope_scaling_survives_a_save() {
+    use kdl::engine::llama::config::Llama3Scaling;
+    let spec = kdl::spec::LlamaSpec {
+        layers: 1, dim: 64, heads: 4, kv_heads: 2, ffn: 176, vocab: Some(100), tie: true,
+        rope_theta: 500000.0, norm_eps: 1e-5, max_seq: 64, qkv_bias: false, o_bias: false,
+    };
+    let scaling = Llama3Scaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 16.0 };
+    let model = kdl::engine::llama::Llama::new(&spec, Device::Cpu, Some(scaling)).unwrap();
+    model.init(3);
+    let out = std::env::temp_dir().join(format!("kdl-rope-{}", std::process::id()));
+    save_hf_dir(&model, &out, &Default::default(), &[]).unwrap();
+    let again = load_hf_dir(&out, Device::Cpu).unwrap();
+    assert_eq!(again.scaling(), Some(scaling));
+    let ids = Tensor::arange(40, (Kind::Int64, Device::Cpu)).view([1, 40]);
+    let (a, b) = tch::no_grad(|| (model.forward(&ids, None), again.forward(&ids, None)));
+    assert_eq!(max_abs_diff(&a, &b), 0.0);
+    let _ = std::fs::remove_dir_all(out);
+}

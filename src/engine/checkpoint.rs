@@ -118,6 +118,15 @@ pub fn save_hf_dir(model: &Llama, dir: &Path, special: &SpecialTokens, extra: &[
     let named: Vec<(&str, &Tensor)> = vars.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let weights = safetensors_bytes(&named)?;
     let mut config = model.spec.hf_config();
+    if let Some(s) = model.scaling() {
+        config["rope_scaling"] = serde_json::json!({
+            "rope_type": "llama3",
+            "factor": s.factor,
+            "low_freq_factor": s.low_freq_factor,
+            "high_freq_factor": s.high_freq_factor,
+            "original_max_position_embeddings": s.original_max_position,
+        });
+    }
     let mut generation = serde_json::json!({"_from_model_config": true});
     for target in [&mut config, &mut generation] {
         if let Some(b) = special.bos {

@@ -213,7 +213,21 @@ pub(super) fn store(dir: &Path, ids: &[u32], mask: Option<&[u8]>, header: &Heade
     };
     let result = write();
     let _ = std::fs::remove_dir_all(&tmp);
+    sweep_abandoned(parent);
     result.map_err(|e| format!("cannot write the token cache at {}: {e}", dir.display()))
+}
+
+/// Removes temporary folders that writers killed mid-write left behind: any `.*.tmp-*`
+/// sibling untouched for an hour (a live writer finishes in seconds).
+fn sweep_abandoned(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let old = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age.as_secs() > 3600);
+        if name.starts_with('.') && name.contains(".tmp-") && old {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -209,6 +209,11 @@ impl Llama {
         }
     }
 
+    /// The llama-3 rope scaling the model was loaded with, if any (saved with it).
+    pub fn scaling(&self) -> Option<Llama3Scaling> {
+        self.scaling
+    }
+
     pub fn device(&self) -> Device {
         self.vs.device()
     }
