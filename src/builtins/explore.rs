@@ -3,6 +3,7 @@
 //! text coloured by surprisal) and `compare` (where a student departs from its teacher).
 //! Each prints a table and returns the numbers, so scripts and tests can use them.
 
+use super::inference::{forward_ids, input_ids, model_arg as model, tokenizer_for};
 use super::{param, Args, Builtin, Default::*, Family, Range};
 use crate::diag::Diagnostic;
 use crate::eval::{Interp, ModelValue, TokenizerValue, Value};
@@ -10,34 +11,15 @@ use crate::kind::Kinds;
 use std::rc::Rc;
 use tch::{Kind, Tensor};
 
-fn model(a: &Args, name: &str) -> Result<Rc<ModelValue>, Diagnostic> {
-    match a.get(name) {
-        Some(Value::Model(m)) => Ok(m),
-        _ => Err(a.error(name, format!("`{}` needs a model here", a.builtin.name))),
-    }
-}
-
-/// The model's tokenizer and the ids of `text`.
+/// The model's tokenizer and the ids of the `text` argument (the same rules as
+/// `logits`: the model's own tokenizer or a fitting one from the slots).
 fn tokens(interp: &Interp, a: &Args, m: &ModelValue) -> Result<(Rc<TokenizerValue>, Vec<u32>), Diagnostic> {
-    let tok = m.tokenizer.clone().or_else(|| interp.known_tokenizer()).ok_or_else(|| {
-        a.error("model", "this model has no tokenizer").help("set one first: `tokenizer tokenizer(\"tokenizer.json\")`")
-    })?;
-    let text = a.string("text")?;
-    let ids = tok.tokenizer.encode(text.as_str(), true).map_err(|e| a.error("text", format!("cannot tokenize: {e}")))?.get_ids().to_vec();
-    if ids.is_empty() {
-        return Err(a.error("text", "this text has no tokens"));
-    }
-    if let Some(bad) = ids.iter().find(|&&i| i as usize >= m.vocab.unwrap_or(0)) {
-        return Err(a.error("text", format!("token id {bad} is outside the model's vocabulary of {}", m.vocab.unwrap_or(0))));
-    }
-    Ok((tok, ids))
+    Ok((tokenizer_for(interp, a, "model", m)?, input_ids(interp, a, "text", m)?))
 }
 
 /// Logits `[T, V]` in f32 on the CPU.
 fn logits_of(a: &Args, name: &str, m: &ModelValue, ids: &[u32]) -> Result<Tensor, Diagnostic> {
-    let w = m.weights().map_err(|e| a.error(name, e))?;
-    let input = Tensor::from_slice(&ids.iter().map(|&i| i as i64).collect::<Vec<_>>()).unsqueeze(0).to_device(w.device());
-    Ok(tch::no_grad(|| w.forward(&input, None)).squeeze_dim(0).to_kind(Kind::Float).to_device(tch::Device::Cpu))
+    Ok(forward_ids(a, name, m, ids)?.squeeze_dim(0).to_kind(Kind::Float).to_device(tch::Device::Cpu))
 }
 
 /// A token as it reads: its text with whitespace made visible, quoted.

@@ -13,7 +13,7 @@ use crate::kind::{with_article, Kinds};
 use std::rc::Rc;
 use tch::Tensor;
 
-fn model_arg(a: &Args, name: &str) -> Result<Rc<ModelValue>, Diagnostic> {
+pub(super) fn model_arg(a: &Args, name: &str) -> Result<Rc<ModelValue>, Diagnostic> {
     match a.get(name) {
         Some(Value::Model(m)) => Ok(m),
         Some(other) => Err(a.error(name, format!("`{}` needs a model here, got {}", a.builtin.name, with_article(other.kind())))),
@@ -28,7 +28,7 @@ fn weights(a: &Args, name: &str, m: &ModelValue) -> Result<Rc<crate::engine::lla
 
 /// The tokenizer that reads and writes a model's text: its own, else the script's
 /// tokenizer slot or the teacher's when the vocabulary fits.
-fn tokenizer_for(interp: &Interp, a: &Args, name: &str, m: &ModelValue) -> Result<Rc<TokenizerValue>, Diagnostic> {
+pub(super) fn tokenizer_for(interp: &Interp, a: &Args, name: &str, m: &ModelValue) -> Result<Rc<TokenizerValue>, Diagnostic> {
     if let Some(t) = &m.tokenizer {
         return Ok(t.clone());
     }
@@ -66,7 +66,7 @@ fn id_list(a: &Args, name: &str, items: &[Value]) -> Result<Vec<u32>, Diagnostic
 }
 
 /// The model input: text (tokenized with the model's tokenizer) or a list of ids.
-fn input_ids(interp: &Interp, a: &Args, name: &str, m: &ModelValue) -> Result<Vec<u32>, Diagnostic> {
+pub(super) fn input_ids(interp: &Interp, a: &Args, name: &str, m: &ModelValue) -> Result<Vec<u32>, Diagnostic> {
     let ids = match a.get(name) {
         Some(Value::Str(text)) => encode(a, name, &*tokenizer_for(interp, a, "model", m)?, &text, true)?,
         Some(Value::List(items)) => id_list(a, name, &items)?,
@@ -100,13 +100,18 @@ fn load(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
     Ok(Value::Model(Rc::new(model)))
 }
 
+/// The model's logits `[1, T, V]` on `ids`, on its device, without gradients.
+pub(super) fn forward_ids(a: &Args, name: &str, m: &ModelValue, ids: &[u32]) -> Result<Tensor, Diagnostic> {
+    let w = weights(a, name, m)?;
+    let ids: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
+    let tokens = Tensor::from_slice(&ids).unsqueeze(0).to_device(w.device());
+    Ok(tch::no_grad(|| w.forward(&tokens, None)))
+}
+
 fn logits(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
     let m = model_arg(a, "model")?;
     let ids = input_ids(interp, a, "input", &m)?;
-    let w = weights(a, "model", &m)?;
-    let ids: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
-    let tokens = Tensor::from_slice(&ids).unsqueeze(0).to_device(w.device());
-    let out = tch::no_grad(|| w.forward(&tokens, None));
+    let out = forward_ids(a, "model", &m, &ids)?;
     Ok(Value::Tensor(Rc::new(TensorValue { tensor: out, what: "logits" })))
 }
 
