@@ -116,11 +116,6 @@ fn run_dirs(interp: &Interp, a: &Args, plan: &TrainPlan) -> Result<(PathBuf, Opt
     Ok((out, None))
 }
 
-/// Files every checkpoint carries so it is a complete Hugging Face folder.
-fn tokenizer_files(tok: &TokenizerValue) -> Vec<(&'static str, Vec<u8>)> {
-    tok.tokenizer.to_string(false).map(|json| vec![("tokenizer.json", json.into_bytes())]).unwrap_or_default()
-}
-
 pub fn run_training(interp: &mut Interp, a: &Args, plan: &TrainPlan) -> Result<Value, Diagnostic> {
     let mut student = model_in(interp, a, Role::Student).ok_or_else(|| super::actions::missing_slot("train", Role::Student, a.call_span))?;
     let teacher = if plan.loss.needs_teacher() { model_in(interp, a, Role::Teacher) } else { None };
@@ -154,7 +149,8 @@ pub fn run_training(interp: &mut Interp, a: &Args, plan: &TrainPlan) -> Result<V
         out,
         resume,
         show_progress: true,
-        extra: tokenizer_files(&tok),
+        // Every checkpoint is a complete Hugging Face folder, tokenizer included.
+        extra: student.tokenizer_files(&tok).map_err(|e| engine_error(a, "training here", e))?,
         special: SpecialTokens { bos: student.bos, eos: student.eos.clone() },
         bench,
     };

@@ -130,6 +130,26 @@ impl ModelValue {
         Ok(model)
     }
 
+    /// `tokenizer.json` and `tokenizer_config.json` (special tokens, chat template) for a
+    /// Hugging Face folder of this model read with `tok`, so transformers' `AutoTokenizer`
+    /// and `apply_chat_template` work on it.
+    pub fn tokenizer_files(&self, tok: &TokenizerValue) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
+        let json = tok.tokenizer.to_string(false).map_err(|e| format!("cannot serialise the tokenizer: {e}"))?;
+        let token = |id: Option<u32>| id.and_then(|i| tok.tokenizer.id_to_token(i));
+        let mut config = serde_json::json!({"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": false});
+        if let Some(t) = token(self.bos) {
+            config["bos_token"] = t.into();
+        }
+        if let Some(t) = token(self.eos.first().copied()) {
+            config["eos_token"] = t.into();
+        }
+        if let Some(t) = &self.chat_template {
+            config["chat_template"] = t.clone().into();
+        }
+        let config = serde_json::to_vec_pretty(&config).map_err(|e| e.to_string())?;
+        Ok(vec![("tokenizer.json", json.into_bytes()), ("tokenizer_config.json", config)])
+    }
+
     /// Where the model is and in what precision: `cpu f32`.
     pub fn placement(&self) -> String {
         format!("{} {}", device_name(self.device), dtype_name(self.dtype))

@@ -25,12 +25,10 @@ pub fn save(interp: &mut Interp, value: &Value, path: &Value, value_at: Span, pa
                     .help("pass vocab= to llama(...), or set a tokenizer or teacher first"));
             }
             let weights = m.weights().map_err(|e| Diagnostic::error(e).label(value_at, "this model"))?;
-            let mut extra: Vec<(&str, Vec<u8>)> = Vec::new();
-            if let Some(t) = &m.tokenizer {
-                let json = t.tokenizer.to_string(false).map_err(|e| Diagnostic::error(format!("cannot serialise the tokenizer: {e}")).label(value_at, "here"))?;
-                extra.push(("tokenizer.json", json.into_bytes()));
-                extra.push(("tokenizer_config.json", tokenizer_config(m)));
-            }
+            let extra = match &m.tokenizer {
+                Some(t) => m.tokenizer_files(t).map_err(|e| Diagnostic::error(e).label(value_at, "here"))?,
+                None => Vec::new(),
+            };
             let special = crate::engine::checkpoint::SpecialTokens { bos: m.bos, eos: m.eos.clone() };
             crate::engine::checkpoint::save_hf_dir(&weights, &target, &special, &extra)
                 .map_err(|e| Diagnostic::error(e).label(path_at, "saving here").help("check that the folder is writable"))?;
@@ -55,19 +53,3 @@ pub fn save(interp: &mut Interp, value: &Value, path: &Value, value_at: Span, pa
     Ok(())
 }
 
-/// `tokenizer_config.json`: the chat template and special tokens, so transformers'
-/// `AutoTokenizer` and `apply_chat_template` work on the saved folder.
-fn tokenizer_config(m: &crate::eval::ModelValue) -> Vec<u8> {
-    let token = |id: Option<u32>| id.and_then(|i| m.tokenizer.as_ref()?.tokenizer.id_to_token(i));
-    let mut config = serde_json::json!({"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": false});
-    if let Some(t) = token(m.bos) {
-        config["bos_token"] = t.into();
-    }
-    if let Some(t) = token(m.eos.first().copied()) {
-        config["eos_token"] = t.into();
-    }
-    if let Some(t) = &m.chat_template {
-        config["chat_template"] = t.clone().into();
-    }
-    serde_json::to_vec_pretty(&config).unwrap_or_default()
-}
