@@ -165,7 +165,7 @@ fn compare(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
     let temp = a.num("T")?;
     let (tl, sl) = (logits_of(a, "teacher", &t, &ids)? / temp, logits_of(a, "student", &s, &ids)? / temp);
     let (lt, ls) = (tl.log_softmax(-1, Kind::Float), sl.log_softmax(-1, Kind::Float));
-    let kl = (lt.exp() * (&lt - &ls)).sum_dim_intlist(-1, false, Kind::Float); // [T]
+    let kl = crate::engine::loss::kl_rows(&lt.exp(), &lt, &ls); // [T]
     let kl: Vec<f64> = Vec::<f32>::try_from(&kl).unwrap_or_default().into_iter().map(f64::from).collect();
     let (ta, sa): (Vec<i64>, Vec<i64>) = (Vec::try_from(&tl.argmax(-1, false)).unwrap_or_default(), Vec::try_from(&sl.argmax(-1, false)).unwrap_or_default());
     let agree = ta.iter().zip(&sa).filter(|(x, y)| x == y).count() as f64 / ta.len() as f64;

@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use tch::{nn, Kind, Tensor};
 use terms::{Needs, Tempered};
 
+pub use terms::kl_rows;
+
 /// `js`'s β and `skl`'s a when a term does not say (the builtins' defaults).
 const DEFAULT_JS_BETA: f64 = 0.5;
 const DEFAULT_SKL_A: f64 = 0.1;

@@ -89,7 +89,7 @@ fn row_sum(x: &Tensor) -> Tensor {
 
 /// Σ_v a·(log a − log b) per row: KL(a ‖ b) written out so that only `a`, which the
 /// caller already holds, is saved for the backward pass of the product.
-fn kl_rows(a: &Tensor, log_a: &Tensor, log_b: &Tensor) -> Tensor {
+pub fn kl_rows(a: &Tensor, log_a: &Tensor, log_b: &Tensor) -> Tensor {
     row_sum(&(a * (log_a - log_b)))
 }
 

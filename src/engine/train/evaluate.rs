@@ -42,7 +42,7 @@ pub fn evaluate(student: &Llama, teacher: Option<&Llama>, blocks: &Blocks, batch
                 let same = tl.argmax(-1, false).eq_tensor(&sl.argmax(-1, false)).to_kind(Kind::Float);
                 agree_sum += (&same * &m).sum(Kind::Float).double_value(&[]);
                 let (lt, ls) = (tl.log_softmax(-1, Kind::Float), sl.log_softmax(-1, Kind::Float));
-                let kl = (lt.exp() * (&lt - &ls)).sum_dim_intlist(-1, false, Kind::Float);
+                let kl = crate::engine::loss::kl_rows(&lt.exp(), &lt, &ls);
                 kl_sum += (&kl * &m).sum(Kind::Float).double_value(&[]);
             }
         }
