@@ -94,6 +94,9 @@ fn load(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
     };
     let (device, dtype) = placement(a)?;
     let loaded = crate::engine::load::load_model(&path, device, dtype).map_err(|e| a.error("path", e))?;
+    for note in &loaded.notes {
+        interp.say(&format!("note: {note}"));
+    }
     let tokenizer = loaded.tokenizer.clone().map(|t| Rc::new(TokenizerValue { source: format!("{given} (its tokenizer)"), tokenizer: t }));
     let model = ModelValue::loaded(loaded, path.display().to_string(), dtype, tokenizer);
     interp.say(&format!("loaded {} ({} params, {})", model.spec.one_line(), crate::spec::fmt_count(model.params().unwrap_or(0)), model.placement()));

