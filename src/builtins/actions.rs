@@ -73,7 +73,7 @@ fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
         Some(Value::Model(m)) => m.spec.clone(),
         _ => return Err(missing(a, Role::Student)),
     };
-    let data = match input(interp, a, Role::Data) {
+    let data = match a.get("on").or_else(|| input(interp, a, Role::Data)) {
         Some(Value::Data(d)) => (*d).clone(),
         _ => return Err(missing(a, Role::Data)),
     };
@@ -108,7 +108,8 @@ fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
         Some(Value::Optim(o)) => (*o).clone(),
         _ => OptimSpec::AdamW { lr: Schedule::Const(3e-4), betas: (0.9, 0.999), wd: 0.01, eps: 1e-8 },
     };
-    let lr = match input(interp, a, Role::Schedule) {
+    // `lr=` outranks the schedule slot and the optimizer's own rate.
+    let lr = match a.get("lr").or_else(|| input(interp, a, Role::Schedule)) {
         Some(v) => v.as_schedule().unwrap_or_else(|| optim.lr().clone()),
         None => optim.lr().clone(),
     };
@@ -181,6 +182,9 @@ pub fn table() -> Vec<Builtin> {
             name: "train",
             family: Family::Actions,
             params: vec![
+                role_param(Role::Student, Kinds::MODEL, "the model to train — a student, or a lora(...) adapter (default: the student slot)"),
+                param("on", Kinds::DATA, Optional, "the data to train on, e.g. a mined hard set (default: the data slot)"),
+                param("lr", Kinds::SCALAR, Optional, "learning rate or schedule (default: the schedule slot, else the optimizer's)"),
                 param("steps", n, Optional, "optimizer steps (or give epochs=)").range(Range::PositiveInt),
                 param("epochs", n, Optional, "passes over the training split").range(Range::Positive),
                 param("batch", n, Num(8.0), "sequences per micro-batch").range(Range::PositiveInt),
@@ -196,7 +200,6 @@ pub fn table() -> Vec<Builtin> {
                 param("bench", Kinds::BOOL, Bool(false), "measure only: no checkpoints or evaluation; ends with tokens_per_s=N (median after 2 warm-up steps)"),
                 param("teacher_dtype", s, Str("auto"), "teacher precision: \"auto\" (bf16 on CUDA and on CPUs with AMX-bf16), \"f32\" or \"bf16\""),
                 role_param(Role::Teacher, Kinds::MODEL, "teacher (default: the teacher slot)"),
-                role_param(Role::Student, Kinds::MODEL, "student (default: the student slot)"),
                 role_param(Role::Data, Kinds::DATA, "data (default: the data slot)"),
                 role_param(Role::Loss, Kinds::LOSS, "loss (default: the loss slot)"),
                 role_param(Role::Optim, Kinds::OPTIM, "optimizer (default: the optim slot, else adamw())"),

@@ -92,6 +92,12 @@ fn load(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
         Some(found) => found.map_err(|e| a.error("path", e))?,
         None => interp.resolve_path(&given),
     };
+    if crate::engine::lora::peft::is_adapter_dir(&path) {
+        return load_adapter(interp, a, &path, &given);
+    }
+    if a.given("base") {
+        return Err(a.error("base", format!("{} is a model, not a peft adapter, so it takes no base=", path.display())));
+    }
     let (device, dtype) = placement(a)?;
     let loaded = crate::engine::load::load_model(&path, device, dtype).map_err(|e| a.error("path", e))?;
     for note in &loaded.notes {
@@ -101,6 +107,35 @@ fn load(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
     let model = ModelValue::loaded(loaded, path.display().to_string(), dtype, tokenizer);
     interp.say(&format!("loaded {} ({} params, {})", model.spec.one_line(), crate::spec::fmt_count(model.params().unwrap_or(0)), model.placement()));
     Ok(Value::Model(Rc::new(model)))
+}
+
+/// A peft adapter folder: on `base=`, else on the model its config names when that is a
+/// folder or alias kdl can read.
+fn load_adapter(interp: &mut Interp, a: &Args, dir: &std::path::Path, given: &str) -> Result<Value, Diagnostic> {
+    let (config, base_name) = crate::engine::lora::peft::read_config(dir).map_err(|e| a.error("path", e))?;
+    let base = match a.get("base") {
+        Some(Value::Model(m)) => m,
+        _ => {
+            let named = if base_name.is_empty() { None } else { Some(base_name.clone()) };
+            let found = named.as_ref().and_then(|n| match crate::engine::load::alias(n) {
+                Some(p) => p.ok(),
+                None => [dir.join(n), interp.resolve_path(n)].into_iter().find(|p| p.is_dir() || p.is_file()),
+            });
+            let Some(path) = found else {
+                let which = named.map(|n| format!(" (its config names {n:?}, which is not a folder here)")).unwrap_or_default();
+                return Err(a.error("path", format!("{} is a LoRA adapter; kdl needs the model it adapts{which}", dir.display())).help(format!("pass it: load({given:?}, base=student)")));
+            };
+            let (device, dtype) = placement(a)?;
+            let loaded = crate::engine::load::load_model(&path, device, dtype).map_err(|e| a.error("path", e))?;
+            let tokenizer = loaded.tokenizer.clone().map(|t| Rc::new(TokenizerValue { source: format!("{} (its tokenizer)", path.display()), tokenizer: t }));
+            Rc::new(ModelValue::loaded(loaded, path.display().to_string(), dtype, tokenizer))
+        }
+    };
+    let w = weights(a, "base", &base)?;
+    let model = crate::engine::lora::peft::load_adapter(dir, &w).map_err(|e| a.error("path", e))?;
+    interp.say(&format!("loaded lora adapter ({}, {} params) on {}", config.describe(), crate::spec::fmt_count(config.params(&base.spec)), base.spec.one_line()));
+    let origin = crate::eval::Origin::Adapter { config, seed: 0 };
+    Ok(Value::Model(Rc::new(ModelValue::derived(model, origin, &base, Some(base.clone())))))
 }
 
 /// The model's logits `[1, T, V]` on `ids`, on its device, without gradients.
@@ -266,7 +301,13 @@ pub fn table() -> Vec<Builtin> {
         Builtin {
             name: "load",
             family: Family::Inference,
-            params: [param("path", s, Required, "a Hugging Face folder, a .gguf file, or an alias (\"smollm2\")")].into_iter().chain(placement_params()).collect(),
+            params: [
+                param("path", s, Required, "a Hugging Face folder, a .gguf file, a peft adapter folder, or an alias (\"smollm2\")"),
+                param("base", m, Optional, "for a peft adapter: the model it adapts (default: its config's base_model_name_or_path)"),
+            ]
+            .into_iter()
+            .chain(placement_params())
+            .collect(),
             returns: m,
             doc: "loads a pretrained model with its tokenizer and chat template (HF safetensors or GGUF, dequantized)",
             example: "load(\"smollm2\")",

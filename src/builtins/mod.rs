@@ -11,6 +11,7 @@ mod inference;
 mod losses;
 mod models;
 mod optim;
+mod replay;
 mod schedules;
 mod training;
 
@@ -35,6 +36,7 @@ pub enum Family {
     Inference,
     Explore,
     Actions,
+    Replay,
 }
 
 impl Family {
@@ -49,6 +51,7 @@ impl Family {
             Family::Inference => "inference",
             Family::Explore => "explore",
             Family::Actions => "actions",
+            Family::Replay => "replay",
         }
     }
 }
@@ -212,6 +215,7 @@ pub fn all() -> &'static [Builtin] {
         t.extend(inference::table());
         t.extend(explore::table());
         t.extend(actions::table());
+        t.extend(replay::table());
         t
     })
 }

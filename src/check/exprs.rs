@@ -227,7 +227,10 @@ impl Checker {
             _ => self.expr(callee),
         };
         let checked = self.args(args);
-        self.alpha_lint(&checked);
+        // LoRA's alpha is a scale (alpha/rank), not a mixing weight.
+        if !matches!(&f.value, Some(Value::Builtin(b)) if b.name == "lora") {
+            self.alpha_lint(&checked);
+        }
         if let Some(Value::Builtin(b)) = &f.value {
             return self.call_builtin(b, checked, span);
         }
@@ -332,10 +335,12 @@ impl Checker {
 
     /// `train` and `eval` read role slots: report the unset ones here, before any work.
     fn check_action_inputs(&mut self, b: &Builtin, slots: &[Option<(Abs, Span)>], span: Span) {
-        let given = |role: Role| -> Option<Abs> {
-            let i = b.params.iter().position(|p| p.name == role.name())?;
+        let arg = |name: &str| -> Option<Abs> {
+            let i = b.params.iter().position(|p| p.name == name)?;
             slots[i].as_ref().map(|(a, _)| a.clone())
         };
+        // `train(on=hard)` passes the data under another name.
+        let given = |role: Role| -> Option<Abs> { arg(role.name()).or_else(|| if role == Role::Data { arg("on") } else { None }) };
         for role in b.slots {
             if given(*role).is_none() && !self.state.slots.contains_key(role) {
                 self.report(builtins::missing_slot(b.name, *role, span));

@@ -12,7 +12,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (":quit", "leave (Ctrl-D works too)"),
 ];
 
-const FAMILIES: [Family; 9] = [
+const FAMILIES: [Family; 10] = [
     Family::Core,
     Family::Models,
     Family::Losses,
@@ -22,6 +22,7 @@ const FAMILIES: [Family; 9] = [
     Family::Inference,
     Family::Explore,
     Family::Actions,
+    Family::Replay,
 ];
 
 const SYNTAX: &str = "\

@@ -11,6 +11,7 @@ pub mod device;
 pub mod generate;
 pub mod gguf;
 pub mod llama;
+pub mod lora;
 pub mod loss;
 pub mod load;
 pub mod optim;

@@ -6,6 +6,7 @@
 use super::value::TokenizerValue;
 use crate::engine::device::{device_name, dtype_name};
 use crate::engine::llama::Llama;
+use crate::engine::lora::LoraConfig;
 use crate::spec::LlamaSpec;
 use std::cell::RefCell;
 use std::ops::Deref;
@@ -19,6 +20,11 @@ pub enum Origin {
     Built { seed: u64 },
     /// `load(...)`: a checkpoint on disk.
     Loaded { path: String, format: String },
+    /// `lora(base, ...)`: an adapter on `ModelValue::base`, its A drawn from the seed
+    /// when first needed (or read from a peft folder).
+    Adapter { config: LoraConfig, seed: u64 },
+    /// Computed from other models (`merge`, `average`): `what` says how.
+    Derived { what: String },
 }
 
 pub struct ModelValue {
@@ -30,6 +36,8 @@ pub struct ModelValue {
     pub chat_template: Option<String>,
     pub bos: Option<u32>,
     pub eos: Vec<u32>,
+    /// The model an adapter sits on.
+    pub base: Option<Rc<ModelValue>>,
     weights: RefCell<Option<Rc<Llama>>>,
 }
 
@@ -61,7 +69,37 @@ impl ModelValue {
             chat_template: None,
             bos: None,
             eos: Vec::new(),
+            base: None,
             weights: RefCell::new(None),
+        }
+    }
+
+    /// A LoRA adapter on `base`; its weights are made when first needed.
+    pub fn adapter(base: Rc<ModelValue>, config: LoraConfig, seed: u64) -> ModelValue {
+        let mut m = base.with_spec(base.spec.clone());
+        m.origin = Origin::Adapter { config, seed };
+        m.dtype = base.dtype;
+        m.base = Some(base);
+        m
+    }
+
+    /// A model computed from `like` and others (a merge, an average, an adapter read from
+    /// disk): `like`'s tokenizer, chat template and special tokens, with these weights.
+    pub fn derived(model: Llama, origin: Origin, like: &ModelValue, base: Option<Rc<ModelValue>>) -> ModelValue {
+        let mut m = like.with_spec(model.spec.clone());
+        m.origin = origin;
+        m.dtype = model.vs.kind();
+        m.device = model.device();
+        m.base = base;
+        *m.weights.borrow_mut() = Some(Rc::new(model));
+        m
+    }
+
+    /// The adapter's configuration, for a model made by `lora(...)` or read from peft.
+    pub fn lora(&self) -> Option<&LoraConfig> {
+        match &self.origin {
+            Origin::Adapter { config, .. } => Some(config),
+            _ => None,
         }
     }
 
@@ -76,6 +114,7 @@ impl ModelValue {
             chat_template: loaded.chat_template,
             bos: loaded.bos,
             eos: loaded.eos,
+            base: None,
             weights: RefCell::new(Some(Rc::new(model))),
         }
     }
@@ -91,6 +130,7 @@ impl ModelValue {
             chat_template: self.chat_template.clone(),
             bos: self.bos,
             eos: self.eos.clone(),
+            base: self.base.clone(),
             weights: RefCell::new(None),
         }
     }
@@ -113,6 +153,11 @@ impl ModelValue {
     pub fn weights(&self) -> Result<Rc<Llama>, String> {
         if let Some(w) = self.weights.borrow().as_ref() {
             return Ok(w.clone());
+        }
+        if let (Origin::Adapter { config, seed }, Some(base)) = (&self.origin, &self.base) {
+            let model = Rc::new(base.weights()?.with_lora(config, *seed)?);
+            *self.weights.borrow_mut() = Some(model.clone());
+            return Ok(model);
         }
         let Origin::Built { seed } = self.origin else {
             return Err("this model lost its weights".into());
@@ -159,6 +204,8 @@ impl ModelValue {
         match &self.origin {
             Origin::Loaded { path, .. } => format!("{} from {path}", self.spec.one_line()),
             Origin::Built { .. } => self.spec.one_line(),
+            Origin::Adapter { config, .. } => format!("lora({}) on {}", config.describe(), self.spec.one_line()),
+            Origin::Derived { what } => format!("{} ({what})", self.spec.one_line()),
         }
     }
 
@@ -169,6 +216,12 @@ impl ModelValue {
             Origin::Loaded { path, format } => format!("{path} ({format})"),
             Origin::Built { seed } if self.has_weights() => format!("initialised from seed {seed}"),
             Origin::Built { seed } => format!("not initialised yet (seed {seed})"),
+            Origin::Adapter { config, .. } => format!(
+                "frozen base + LoRA adapter ({}), {} trainable params",
+                config.describe(),
+                crate::spec::fmt_count(config.params(&self.spec))
+            ),
+            Origin::Derived { what } => what.clone(),
         };
         out.push_str(&format!("\n  {:<10} {source}\n  {:<10} {}", "weights", "device", self.placement()));
         if let Some(t) = &self.tokenizer {

@@ -25,6 +25,17 @@ pub fn save(interp: &mut Interp, value: &Value, path: &Value, value_at: Span, pa
                     .help("pass vocab= to llama(...), or set a tokenizer or teacher first"));
             }
             let weights = m.weights().map_err(|e| Diagnostic::error(e).label(value_at, "this model"))?;
+            if let Some(config) = m.lora() {
+                // An adapter is saved alone, as peft lays it out; its base is saved apart.
+                let base = match m.base.as_ref().map(|b| &b.origin) {
+                    Some(crate::eval::Origin::Loaded { path, .. }) => path.clone(),
+                    _ => String::new(),
+                };
+                let files = crate::engine::lora::peft::adapter_files(&weights, &base).map_err(|e| Diagnostic::error(e).label(value_at, "this adapter"))?;
+                crate::atomic::write_dir(&target, &files).map_err(|e| io_error(&target, e, path_at))?;
+                interp.say(&format!("saved lora adapter ({}, {} params) to {} (peft layout)", config.describe(), crate::spec::fmt_count(config.params(&m.spec)), target.display()));
+                return Ok(());
+            }
             let extra = match &m.tokenizer {
                 Some(t) => m.tokenizer_files(t).map_err(|e| Diagnostic::error(e).label(value_at, "here"))?,
                 None => Vec::new(),

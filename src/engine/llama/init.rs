@@ -26,6 +26,12 @@ pub fn normal(seed: u64, name: &str, n: usize, std: f64) -> Vec<f32> {
     out
 }
 
+/// `n` samples from U(−bound, bound).
+pub fn uniform(seed: u64, name: &str, n: usize, bound: f64) -> Vec<f32> {
+    let mut state = SplitMix64(seed ^ name_hash(name));
+    (0..n).map(|_| ((state.uniform() * 2.0 - 1.0) * bound) as f32).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,11 @@
 use super::cache::KvCache;
 use super::config::Llama3Scaling;
 use super::rope::Rope;
+use crate::engine::lora::{LoraConfig, Target};
 use crate::spec::LlamaSpec;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
 use tch::nn::{Init, Path, VarStore};
 use tch::{Device, Kind, Tensor};
 
@@ -14,20 +18,66 @@ use tch::{Device, Kind, Tensor};
 /// √(2·layers) so the residual stream does not grow with depth.
 const INIT_STD: f64 = 0.02;
 
+/// Where a model's tensors come from while it is built: new variables of its own store,
+/// or — for a model with a LoRA adapter — the base model's tensors, shared and frozen,
+/// with only the adapter's matrices as variables of its own.
+struct Source<'a> {
+    base: Option<&'a HashMap<String, Tensor>>,
+    lora: Option<&'a LoraConfig>,
+    /// Dropout on the adapter's input applies only while training.
+    training: Rc<Cell<bool>>,
+}
+
+impl Source<'_> {
+    fn var(&self, p: &Path, name: &str, dims: &[i64], init: Init) -> Tensor {
+        match self.base.and_then(|b| b.get(&p.path(name))) {
+            // Detached: shares the base's storage but never collects gradients.
+            Some(t) => t.detach(),
+            None => p.var(name, dims, init),
+        }
+    }
+}
+
+/// A LoRA pair on one linear layer: y += scale · B(A(dropout(x))).
+struct LoraPair {
+    a: Tensor,
+    b: Tensor,
+    scale: f64,
+    dropout: f64,
+    training: Rc<Cell<bool>>,
+}
+
 struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    lora: Option<LoraPair>,
 }
 
 impl Linear {
-    fn new(p: Path, inputs: usize, outputs: usize, bias: bool) -> Linear {
-        let weight = p.var("weight", &[outputs as i64, inputs as i64], Init::Const(0.0));
-        let bias = bias.then(|| p.var("bias", &[outputs as i64], Init::Const(0.0)));
-        Linear { weight, bias }
+    fn new(p: Path, src: &Source, target: Target, inputs: usize, outputs: usize, bias: bool) -> Linear {
+        let weight = src.var(&p, "weight", &[outputs as i64, inputs as i64], Init::Const(0.0));
+        let bias = bias.then(|| src.var(&p, "bias", &[outputs as i64], Init::Const(0.0)));
+        // Variable names are PEFT's (`...q_proj.lora_A.weight`), so saving is a rename.
+        let lora = src.lora.filter(|c| c.targets.contains(&target)).map(|c| LoraPair {
+            a: (&p / "lora_A").var("weight", &[c.rank as i64, inputs as i64], Init::Const(0.0)),
+            b: (&p / "lora_B").var("weight", &[outputs as i64, c.rank as i64], Init::Const(0.0)),
+            scale: c.scale(),
+            dropout: c.dropout,
+            training: src.training.clone(),
+        });
+        Linear { weight, bias, lora }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
+        let y = x.linear(&self.weight, self.bias.as_ref());
+        match &self.lora {
+            None => y,
+            Some(l) => {
+                let train = l.training.get() && l.dropout > 0.0;
+                let h = if train { x.dropout(l.dropout, true) } else { x.shallow_clone() };
+                y + h.linear(&l.a, None::<Tensor>).linear(&l.b, None::<Tensor>) * l.scale
+            }
+        }
     }
 }
 
@@ -37,8 +87,8 @@ struct RmsNorm {
 }
 
 impl RmsNorm {
-    fn new(p: Path, dim: usize, eps: f64) -> RmsNorm {
-        RmsNorm { weight: p.var("weight", &[dim as i64], Init::Const(1.0)), eps }
+    fn new(p: Path, src: &Source, dim: usize, eps: f64) -> RmsNorm {
+        RmsNorm { weight: src.var(&p, "weight", &[dim as i64], Init::Const(1.0)), eps }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
@@ -64,13 +114,13 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(p: Path, s: &LlamaSpec) -> Attention {
+    fn new(p: Path, src: &Source, s: &LlamaSpec) -> Attention {
         let hd = s.head_dim();
         Attention {
-            q: Linear::new(&p / "q_proj", s.dim, s.heads * hd, s.qkv_bias),
-            k: Linear::new(&p / "k_proj", s.dim, s.kv_heads * hd, s.qkv_bias),
-            v: Linear::new(&p / "v_proj", s.dim, s.kv_heads * hd, s.qkv_bias),
-            o: Linear::new(&p / "o_proj", s.heads * hd, s.dim, s.o_bias),
+            q: Linear::new(&p / "q_proj", src, Target::Q, s.dim, s.heads * hd, s.qkv_bias),
+            k: Linear::new(&p / "k_proj", src, Target::K, s.dim, s.kv_heads * hd, s.qkv_bias),
+            v: Linear::new(&p / "v_proj", src, Target::V, s.dim, s.kv_heads * hd, s.qkv_bias),
+            o: Linear::new(&p / "o_proj", src, Target::O, s.heads * hd, s.dim, s.o_bias),
             heads: s.heads as i64,
             kv_heads: s.kv_heads as i64,
             head_dim: hd as i64,
@@ -110,11 +160,11 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn new(p: Path, s: &LlamaSpec) -> Mlp {
+    fn new(p: Path, src: &Source, s: &LlamaSpec) -> Mlp {
         Mlp {
-            gate: Linear::new(&p / "gate_proj", s.dim, s.ffn, false),
-            up: Linear::new(&p / "up_proj", s.dim, s.ffn, false),
-            down: Linear::new(&p / "down_proj", s.ffn, s.dim, false),
+            gate: Linear::new(&p / "gate_proj", src, Target::Gate, s.dim, s.ffn, false),
+            up: Linear::new(&p / "up_proj", src, Target::Up, s.dim, s.ffn, false),
+            down: Linear::new(&p / "down_proj", src, Target::Down, s.ffn, s.dim, false),
         }
     }
 
@@ -131,12 +181,12 @@ struct Block {
 }
 
 impl Block {
-    fn new(p: Path, s: &LlamaSpec) -> Block {
+    fn new(p: Path, src: &Source, s: &LlamaSpec) -> Block {
         Block {
-            attn_norm: RmsNorm::new(&p / "input_layernorm", s.dim, s.norm_eps),
-            attn: Attention::new(&p / "self_attn", s),
-            mlp_norm: RmsNorm::new(&p / "post_attention_layernorm", s.dim, s.norm_eps),
-            mlp: Mlp::new(&p / "mlp", s),
+            attn_norm: RmsNorm::new(&p / "input_layernorm", src, s.dim, s.norm_eps),
+            attn: Attention::new(&p / "self_attn", src, s),
+            mlp_norm: RmsNorm::new(&p / "post_attention_layernorm", src, s.dim, s.norm_eps),
+            mlp: Mlp::new(&p / "mlp", src, s),
         }
     }
 
@@ -146,10 +196,15 @@ impl Block {
     }
 }
 
-/// A llama-family decoder with its variables in `vs`.
+/// A llama-family decoder with its variables in `vs`. A model with a LoRA adapter keeps
+/// only the adapter's matrices in `vs` (what training updates and checkpoints save) and
+/// its base's tensors, shared and frozen, in `frozen`.
 pub struct Llama {
     pub spec: LlamaSpec,
     pub vs: VarStore,
+    pub lora: Option<LoraConfig>,
+    frozen: HashMap<String, Tensor>,
+    training: Rc<Cell<bool>>,
     embed: Tensor,
     blocks: Vec<Block>,
     norm: RmsNorm,
@@ -163,20 +218,67 @@ impl Llama {
     /// A model with zeroed weights, to be filled by `init` or a checkpoint. The spec must
     /// know its vocabulary size.
     pub fn new(spec: &LlamaSpec, device: Device, scaling: Option<Llama3Scaling>) -> Result<Llama, String> {
+        Llama::build(spec, device, scaling, None, None)
+    }
+
+    fn build(spec: &LlamaSpec, device: Device, scaling: Option<Llama3Scaling>, base: Option<&HashMap<String, Tensor>>, lora: Option<&LoraConfig>) -> Result<Llama, String> {
         let vocab = spec.vocab.ok_or("the model's vocabulary size is not known")? as i64;
+        let src = Source { base, lora, training: Rc::new(Cell::new(false)) };
         let vs = VarStore::new(device);
         let root = vs.root();
         let m = &root / "model";
-        let embed = (&m / "embed_tokens").var("weight", &[vocab, spec.dim as i64], Init::Const(0.0));
-        let blocks = (0..spec.layers).map(|i| Block::new(&m / "layers" / i, spec)).collect();
-        let norm = RmsNorm::new(&m / "norm", spec.dim, spec.norm_eps);
-        let head = (!spec.tie).then(|| (&root / "lm_head").var("weight", &[vocab, spec.dim as i64], Init::Const(0.0)));
+        let embed = src.var(&(&m / "embed_tokens"), "weight", &[vocab, spec.dim as i64], Init::Const(0.0));
+        let blocks = (0..spec.layers).map(|i| Block::new(&m / "layers" / i, &src, spec)).collect();
+        let norm = RmsNorm::new(&m / "norm", &src, spec.dim, spec.norm_eps);
+        let head = (!spec.tie).then(|| src.var(&(&root / "lm_head"), "weight", &[vocab, spec.dim as i64], Init::Const(0.0)));
         let rope = Rope::new(spec.head_dim(), spec.max_seq, spec.rope_theta, scaling, device);
-        Ok(Llama { spec: spec.clone(), vs, embed, blocks, norm, head, rope, scaling })
+        let frozen = base.map(|b| b.iter().map(|(n, t)| (n.clone(), t.detach())).collect()).unwrap_or_default();
+        Ok(Llama { spec: spec.clone(), vs, lora: lora.cloned(), frozen, training: src.training, embed, blocks, norm, head, rope, scaling })
+    }
+
+    /// This model with a fresh LoRA adapter: the base's tensors shared and frozen, A
+    /// drawn as PEFT does (uniform ±1/√fan_in, from `seed`), B zero, so the adapted
+    /// model starts out equal to its base.
+    pub fn with_lora(&self, config: &LoraConfig, seed: u64) -> Result<Llama, String> {
+        if self.lora.is_some() {
+            return Err("this model already has a LoRA adapter: merge it first with merge(base, adapter)".into());
+        }
+        let base = self.vs.variables();
+        let model = Llama::build(&self.spec, self.device(), self.scaling, Some(&base), Some(config))?;
+        for (name, mut var) in model.vs.variables() {
+            tch::no_grad(|| {
+                if name.contains("lora_A") {
+                    let fan_in = var.size()[1] as f64;
+                    let data = super::init::uniform(seed, &name, var.numel(), 1.0 / fan_in.sqrt());
+                    let t = Tensor::from_slice(&data).view(var.size().as_slice()).to_kind(var.kind()).to_device(var.device());
+                    var.copy_(&t);
+                } else {
+                    let _ = var.zero_();
+                }
+            });
+        }
+        Ok(model)
+    }
+
+    /// The base tensors of a model with an adapter (its own variables otherwise).
+    pub fn base_tensors(&self) -> HashMap<String, Tensor> {
+        if self.lora.is_some() {
+            self.frozen.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect()
+        } else {
+            self.vs.variables()
+        }
+    }
+
+    /// Switches adapter dropout on for training and off for everything else.
+    pub fn set_training(&self, on: bool) {
+        self.training.set(on);
     }
 
     /// A copy of this model with its weights in `kind` (a bf16 teacher for a run).
     pub fn converted(&self, kind: Kind) -> Result<Llama, String> {
+        if self.lora.is_some() {
+            return Err("a model with a LoRA adapter keeps its precision: merge the adapter first, then convert".into());
+        }
         let mut copy = Llama::new(&self.spec, self.device(), self.scaling)?;
         let source = self.vs.variables();
         for (name, mut var) in copy.vs.variables() {

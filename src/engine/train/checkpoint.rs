@@ -49,7 +49,13 @@ pub fn save(run: &Path, snap: &Snapshot) -> Result<PathBuf, String> {
         files.push(("loss_params.safetensors", named(&snap.aux)?));
     }
     files.push(("run_state.json", serde_json::to_vec_pretty(snap.state).map_err(|e| e.to_string())?));
-    save_hf_dir(snap.student, &dir, snap.special, &files)?;
+    if snap.student.lora.is_some() {
+        // An adapter run keeps the adapter only, as a peft folder: the base is unchanged.
+        files.extend(crate::engine::lora::peft::adapter_files(snap.student, "")?);
+        crate::atomic::write_dir(&dir, &files).map_err(|e| format!("cannot write {}: {e}", dir.display()))?;
+    } else {
+        save_hf_dir(snap.student, &dir, snap.special, &files)?;
+    }
     Ok(dir)
 }
 
@@ -80,6 +86,11 @@ pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>, String> {
 
 /// Copies the checkpoint's weights into `student`'s variables.
 pub fn restore_weights(student: &Llama, dir: &Path) -> Result<(), String> {
+    if student.lora.is_some() {
+        let saved = read_tensors(&dir.join("adapter_model.safetensors"))?;
+        let saved = saved.into_iter().map(|(n, t)| (n.strip_prefix("base_model.model.").unwrap_or(&n).to_string(), t)).collect();
+        return restore_into(&student.vs.variables(), &saved, dir);
+    }
     let saved = read_tensors(&dir.join("model.safetensors"))?;
     restore_into(&student.vs.variables(), &saved, dir)
 }

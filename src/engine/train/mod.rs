@@ -134,12 +134,15 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
                 Some(t) => (Some(tch::no_grad(|| t.forward(&input, None))), None),
                 None => (None, None),
             };
+            // Adapter dropout is on for this forward only, never for evaluation.
+            run.student.set_training(true);
             let (student_logits, student_states) = if losses.needs_hidden() {
                 let (l, s) = run.student.forward_with_states(&input);
                 (l, Some(s))
             } else {
                 (run.student.forward(&input, None), None)
             };
+            run.student.set_training(false);
             let out = losses.compute(
                 &LossInputs {
                     student_logits: &student_logits,
