@@ -41,7 +41,7 @@ fn tokenizer() -> &'static Tokenizer {
 
 fn text(files: &[&Path], train_fraction: Option<f64>) -> DataSpec {
     let files = files.iter().map(|f| f.display().to_string()).collect();
-    DataSpec { source: DataSource::Text { pattern: "test".into(), files }, train_fraction }
+    DataSpec { source: DataSource::Text { pattern: "test".into(), files }, train_fraction, subset: None }
 }
 
 fn opts(seq: usize, cache: &Path) -> DataOptions<'static> {
@@ -226,7 +226,7 @@ fn chat_masking_marks_exactly_the_assistant_tokens() {
     let dir = temp_dir("chat");
     let file = dir.join("chat.jsonl");
     std::fs::write(&file, CHATS).unwrap();
-    let spec = DataSpec { source: DataSource::Chat { path: file.display().to_string() }, train_fraction: None };
+    let spec = DataSpec { source: DataSource::Chat { path: file.display().to_string() }, train_fraction: None, subset: None };
     let (data, lines) = run(&spec, &opts(1, &dir.join("cache")));
     assert_eq!(data.stats.documents, 2);
     assert!(lines[0].contains("2 conversations") && lines[0].contains("in assistant turns"), "{lines:?}");
@@ -253,7 +253,7 @@ fn chat_templates_that_use_eos_train_it_after_the_reply() {
     let dir = temp_dir("chat-zephyr");
     let file = dir.join("chat.jsonl");
     std::fs::write(&file, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"Call me Ishmael.\"}]}\n").unwrap();
-    let spec = DataSpec { source: DataSource::Chat { path: file.display().to_string() }, train_fraction: None };
+    let spec = DataSpec { source: DataSource::Chat { path: file.display().to_string() }, train_fraction: None, subset: None };
     let o = DataOptions { chat_template: Some("zephyr"), ..opts(1, &dir.join("cache")) };
     let (data, _) = run(&spec, &o);
     let (stream, mask) = stream_and_mask(&data);
@@ -329,7 +329,7 @@ fn split_fractions_set_the_validation_size() {
 fn bad_json_lines_name_the_file_and_line() {
     let dir = temp_dir("bad-json");
     let file = dir.join("docs.jsonl");
-    let jsonl = |field: &str| DataSpec { source: DataSource::Jsonl { path: file.display().to_string(), field: field.into() }, train_fraction: None };
+    let jsonl = |field: &str| DataSpec { source: DataSource::Jsonl { path: file.display().to_string(), field: field.into() }, train_fraction: None, subset: None };
     let o = opts(4, &dir.join("cache"));
     std::fs::write(&file, "{\"text\": \"one\"}\n\n{\"text\": \"two\"\n").unwrap();
     let e = error(&jsonl("text"), &o);
@@ -339,7 +339,7 @@ fn bad_json_lines_name_the_file_and_line() {
     let e = error(&jsonl("text"), &o);
     assert!(e.contains("docs.jsonl:2: no field \"text\"") && e.contains("\"body\""), "{e}");
     std::fs::write(&file, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\"}]}\n").unwrap();
-    let chat = DataSpec { source: DataSource::Chat { path: file.display().to_string() }, train_fraction: None };
+    let chat = DataSpec { source: DataSource::Chat { path: file.display().to_string() }, train_fraction: None, subset: None };
     let e = error(&chat, &o);
     assert!(e.contains("docs.jsonl:1: message 2 has no \"content\""), "{e}");
     std::fs::remove_dir_all(&dir).ok();

@@ -64,7 +64,7 @@ fn existing_file(interp: &Interp, a: &Args, name: &str) -> Result<String, Diagno
 }
 
 fn data(source: DataSource) -> Value {
-    Value::Data(Rc::new(DataSpec { source, train_fraction: None }))
+    Value::Data(Rc::new(DataSpec { source, train_fraction: None, subset: None }))
 }
 
 pub fn table() -> Vec<Builtin> {

@@ -20,7 +20,7 @@ fn temperature(a: &Args) -> Result<Schedule, Diagnostic> {
 }
 
 fn term(kind: TermKind, t: Schedule, mix: Option<f64>, layers: Option<LayerMap>) -> Value {
-    Value::Loss(Rc::new(LossExpr::single(Term { kind, t, mix, layers })))
+    Value::Loss(Rc::new(LossExpr::single(Term { kind, of: None, t, mix, layers })))
 }
 
 fn layer_map(a: &Args) -> Result<LayerMap, Diagnostic> {
@@ -86,7 +86,7 @@ fn run_tvd(_: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
 pub fn constants() -> Vec<(&'static str, Value, &'static str)> {
     vec![(
         "ce",
-        Value::Loss(Rc::new(LossExpr::single(Term { kind: TermKind::Ce, t: Schedule::Const(1.0), mix: None, layers: None }))),
+        Value::Loss(Rc::new(LossExpr::single(Term { kind: TermKind::Ce, of: None, t: Schedule::Const(1.0), mix: None, layers: None }))),
         "cross-entropy of the student on the data's next tokens (hard labels)",
     )]
 }

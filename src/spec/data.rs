@@ -18,6 +18,8 @@ pub struct DataSpec {
     pub source: DataSource,
     /// Fraction kept for training; the rest is the validation split.
     pub train_fraction: Option<f64>,
+    /// Only these training blocks (a mined hard set).
+    pub subset: Option<super::Subset>,
 }
 
 impl DataSpec {
@@ -29,9 +31,13 @@ impl DataSpec {
             DataSource::Jsonl { path, field } => format!("jsonl({path:?}, field={field:?})"),
             DataSource::Chat { path } => format!("conversations({path:?})"),
         };
-        match self.train_fraction {
+        let split = match self.train_fraction {
             Some(f) => format!("{base}.split({})", fmt_num(f)),
             None => base,
+        };
+        match &self.subset {
+            Some(s) => format!("{split} [{}]", s.label),
+            None => split,
         }
     }
 }

@@ -60,9 +60,18 @@ impl LayerMap {
     }
 }
 
+/// Whose predictions a `ce` term scores: `ce(teacher)` in a mining difficulty. Unbound
+/// terms score the student.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Of {
+    Student,
+    Teacher,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Term {
     pub kind: TermKind,
+    pub of: Option<Of>,
     /// Temperature (KL family); 1 elsewhere.
     pub t: Schedule,
     /// `js` mixing weight β or `skl` skew α.
@@ -81,6 +90,11 @@ impl Term {
         }
         if let Some(l) = &self.layers {
             args.push(format!("layers={}", l.describe()));
+        }
+        match self.of {
+            Some(Of::Student) => args.insert(0, "student".into()),
+            Some(Of::Teacher) => args.insert(0, "teacher".into()),
+            None => {}
         }
         if args.is_empty() {
             self.kind.name().to_string()
@@ -102,7 +116,7 @@ impl LossExpr {
     }
 
     pub fn needs_teacher(&self) -> bool {
-        self.terms.iter().any(|(_, t)| t.kind.needs_teacher())
+        self.terms.iter().any(|(_, t)| t.kind.needs_teacher() || t.of == Some(Of::Teacher))
     }
 
     pub fn scaled(&self, w: &Schedule) -> LossExpr {

@@ -6,13 +6,15 @@ pub mod data;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod replay;
 pub mod schedule;
 pub mod train;
 
 pub use data::{DataSource, DataSpec};
-pub use loss::{LayerMap, LossExpr, Term, TermKind};
+pub use loss::{LayerMap, LossExpr, Of, Term, TermKind};
 pub use model::LlamaSpec;
 pub use optim::OptimSpec;
+pub use replay::{KeepRule, Subset};
 pub use schedule::Schedule;
 
 /// Formats a number the way a person writes it: `3`, `0.5`, `5e-4`, `1e6`.

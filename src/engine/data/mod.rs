@@ -125,7 +125,28 @@ pub fn prepare(spec: &DataSpec, tokenizer: &Tokenizer, opts: &DataOptions, say: 
         group_digits(stats.val_blocks as u64),
         if dropped > 0 { format!(" ({} tokens past the last whole block unused)", group_digits(dropped as u64)) } else { String::new() }
     ));
-    Ok(Dataset { train: Blocks::new(store.clone(), train, opts.seq), val: Blocks::new(store, val, opts.seq), stats })
+    let mut train = Blocks::new(store.clone(), train, opts.seq);
+    if let Some(subset) = &spec.subset {
+        train = select(&train, subset, opts.seq)?;
+        say(&format!("training on {}", subset.label));
+    }
+    Ok(Dataset { train, val: Blocks::new(store, val, opts.seq), stats })
+}
+
+/// The mined blocks of the training split, if the data is still the data they were mined
+/// from.
+fn select(train: &Blocks, subset: &crate::spec::Subset, seq: usize) -> Result<Blocks, String> {
+    if subset.seq != seq {
+        return Err(format!("the hard set was mined from blocks of seq={}; train it with seq={} (blocks of another length are other examples)", subset.seq, subset.seq));
+    }
+    if subset.of_blocks != train.len() || subset.indices.iter().any(|&i| i >= train.len()) {
+        return Err(format!(
+            "the hard set was mined from {} training blocks, but the data now has {}: the corpus, tokenizer or split changed since; mine it again",
+            subset.of_blocks,
+            train.len()
+        ));
+    }
+    Ok(train.subset(&subset.indices))
 }
 
 /// The token stream from the cache at `dir`, or tokenized and stored there; `true` when cached.
