@@ -12,6 +12,7 @@ pub mod generate;
 pub mod gguf;
 pub mod llama;
 pub mod loss;
+pub mod merge;
 pub mod load;
 pub mod optim;
 pub mod rng;
