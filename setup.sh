@@ -207,6 +207,7 @@ make_fixture llama llama_reference.py KDL_FIXTURES "transformers"
 make_fixture gguf gguf_reference.py KDL_FIXTURES_GGUF "gguf transformers tokenizers safetensors numpy torch accelerate"
 make_fixture loss loss_reference.py KDL_FIXTURES_LOSS "torch safetensors"
 make_fixture peft peft_reference.py KDL_FIXTURES_PEFT "transformers peft safetensors"
+make_fixture merge merge_reference.py KDL_FIXTURES_MERGE "torch safetensors numpy"
 if [ -n "$SMOLLM2" ]; then
   make_fixture smollm2 smollm2_reference.py KDL_FIXTURES_SMOLLM2 "transformers gguf accelerate" "$SMOLLM2"
 fi

@@ -13,6 +13,7 @@ pub mod gguf;
 pub mod llama;
 pub mod lora;
 pub mod loss;
+pub mod merge;
 pub mod load;
 pub mod optim;
 pub mod rng;
