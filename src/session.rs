@@ -173,6 +173,12 @@ impl Session {
             self.interp.streamed = false;
             last = self.interp.exec_stmt(stmt).map_err(|d| Error { diagnostics: vec![d], io: false })?;
         }
+        // A script (or REPL entry) that ran stages ends with their table.
+        if loaded.module.stmts.iter().any(|s| matches!(s.node, crate::syntax::Stmt::Stage { .. })) {
+            if let Some(table) = self.interp.stage_table() {
+                self.interp.say(&table);
+            }
+        }
         Ok(last)
     }
 

@@ -162,6 +162,15 @@ impl Args {
         }
     }
 
+    /// A string argument that may be left out.
+    pub fn opt_str(&self, name: &str) -> Result<Option<String>, Diagnostic> {
+        if self.given(name) {
+            self.string(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     pub fn boolean(&self, name: &str) -> Result<bool, Diagnostic> {
         match self.get(name) {
             Some(Value::Bool(b)) => Ok(b),

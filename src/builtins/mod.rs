@@ -9,6 +9,8 @@ mod data;
 mod explore;
 mod inference;
 mod losses;
+mod merging;
+mod mining;
 mod models;
 mod optim;
 mod replay;
@@ -216,6 +218,8 @@ pub fn all() -> &'static [Builtin] {
         t.extend(explore::table());
         t.extend(actions::table());
         t.extend(replay::table());
+        t.extend(merging::table());
+        t.extend(mining::table());
         t
     })
 }
@@ -227,6 +231,7 @@ pub fn lookup(name: &str) -> Option<&'static Builtin> {
 /// Named constants that are not functions (`ce`, `pi`).
 pub fn constants() -> Vec<(&'static str, Value, &'static str)> {
     let mut c = losses::constants();
+    c.extend(mining::constants());
     c.push(("pi", Value::Num(std::f64::consts::PI), "π"));
     c
 }

@@ -98,7 +98,7 @@ fn merge(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
         (Some(Value::Model(_)), None) => Err(a
             .error("models", "`merge` of one model needs an adapter or more models")
             .help("merge(student, adapter) folds a LoRA adapter in; merge([a, b], method=\"ties\", base=c) merges models")),
-        (Some(Value::List(_items)), _) => Err(a.error("models", "TODO model merging")),
+        (Some(Value::List(items)), _) => super::merging::merge_models(interp, a, &items),
         (Some(other), _) => Err(a.error("models", format!("`merge` needs a model or a list of models, got {}", with_article(other.kind())))),
         (None, _) => Err(a.error("models", "`merge` needs models")),
     }

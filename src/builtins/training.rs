@@ -81,6 +81,13 @@ fn fresh_run_dir(base: PathBuf) -> PathBuf {
     (2..).map(|i| PathBuf::from(format!("{}-{i}", base.display()))).find(|p| checkpoint::latest(p).is_none()).unwrap_or(base)
 }
 
+/// `runs/<script name>` beside the script (`runs/kdl` for the REPL).
+pub fn script_runs(interp: &Interp) -> PathBuf {
+    let script = interp.loader.borrow().sources.name(interp.file).to_string();
+    let stem = Path::new(&script).file_stem().and_then(|s| s.to_str()).filter(|s| !s.starts_with('<')).unwrap_or("kdl").to_string();
+    interp.resolve_path(&format!("runs/{stem}"))
+}
+
 /// Where the run writes and which checkpoint it continues from.
 fn run_dirs(interp: &Interp, a: &Args, plan: &TrainPlan) -> Result<(PathBuf, Option<PathBuf>), Diagnostic> {
     if let Some(r) = &plan.resume {
@@ -107,11 +114,7 @@ fn run_dirs(interp: &Interp, a: &Args, plan: &TrainPlan) -> Result<(PathBuf, Opt
             }
             dir
         }
-        None => {
-            let script = interp.loader.borrow().sources.name(interp.file).to_string();
-            let stem = Path::new(&script).file_stem().and_then(|s| s.to_str()).filter(|s| !s.starts_with('<')).unwrap_or("kdl").to_string();
-            fresh_run_dir(interp.resolve_path(&format!("runs/{stem}")))
-        }
+        None => fresh_run_dir(script_runs(interp)),
     };
     Ok((out, None))
 }
@@ -162,13 +165,18 @@ pub fn run_training(interp: &mut Interp, a: &Args, plan: &TrainPlan) -> Result<V
     };
     let outcome = train::train(&run, &mut log).map_err(|e| engine_error(a, "training here", e))?;
     // Without a validation split, the perplexity on (at most 32) training blocks.
-    let ppl = match outcome.val {
-        Some(v) => v.ppl,
-        None => {
-            let some: Vec<usize> = (0..data.train.len().min(32)).collect();
-            train::evaluate::evaluate(&student_w, None, &data.train.subset(&some), plan.batch).map(|v| v.ppl).unwrap_or(f64::NAN)
-        }
-    };
+    let val = outcome.val.or_else(|| {
+        let some: Vec<usize> = (0..data.train.len().min(32)).collect();
+        train::evaluate::evaluate(&student_w, None, &data.train.subset(&some), plan.batch)
+    });
+    let ppl = val.map(|v| v.ppl).unwrap_or(f64::NAN);
+    if !bench {
+        let teacher = match (&framing, outcome.teacher_val) {
+            (Some(t), Some(tv)) => Some((t.params().unwrap_or(0), tv.ppl)),
+            _ => None,
+        };
+        interp.record_training(crate::eval::TrainRecord { params: student.params().unwrap_or(0), val_loss: val.map(|v| v.loss).unwrap_or(f64::NAN), ppl, teacher });
+    }
     Ok(Value::Num(ppl))
 }
 

@@ -242,6 +242,10 @@ impl Checker {
             }
             return sig.returns.clone();
         }
+        // `ce(student)`, `ce(teacher)`: a loss bound to one model (the evaluator checks which).
+        if f.kinds == Kinds::LOSS && args.len() == 1 {
+            return Abs { needs_teacher: true, ..Abs::of(Kinds::LOSS) };
+        }
         if !f.kinds.fits(Kinds::FUNCTION) {
             self.report(
                 Diagnostic::error(format!("{} cannot be called", with_article(f.kinds)))

@@ -52,6 +52,22 @@ impl Checker {
                 }
             }
             Stmt::Stage { name, body } => self.stage(name, body),
+            Stmt::Require(cond) => {
+                // The figures of the last training, as the evaluator binds them.
+                self.with_scope(|c| {
+                    for name in ["retention", "ppl", "val_loss", "params"] {
+                        c.bind_local(name, Abs::of(Kinds::NUMBER), cond.span);
+                    }
+                    let a = c.statement_expr_unlinted(cond, &[cond]);
+                    if !a.kinds.fits(Kinds::BOOL) {
+                        c.report(
+                            Diagnostic::error(format!("`require` needs a condition, got {}", with_article(a.kinds)))
+                                .label(cond.span, "not true or false")
+                                .help("e.g. require retention >= 85%"),
+                        );
+                    }
+                });
+            }
             Stmt::Expr(e) => {
                 self.statement_expr(e, &[e]);
             }

@@ -14,6 +14,7 @@ pub mod llama;
 pub mod lora;
 pub mod loss;
 pub mod merge;
+pub mod mine;
 pub mod load;
 pub mod optim;
 pub mod rng;

@@ -116,9 +116,38 @@ impl Interp {
         match f {
             Value::Builtin(b) => self.call_builtin(b, args, span),
             Value::Func(c) => self.call_closure(c, args, span),
+            Value::Loss(l) => self.bind_loss(l, args, callee_span, span),
             other => Err(Diagnostic::error(format!("{} cannot be called", with_article(other.kind())))
                 .label(callee_span, format!("this is {}, not a function", with_article(other.kind())))),
         }
+    }
+
+    /// `ce(teacher)`: cross-entropy of a named model, for `mine(difficulty=...)`. The model
+    /// must be the student or the teacher (the slots, or mine's student=/teacher=).
+    fn bind_loss(&mut self, l: &crate::spec::LossExpr, args: CallArgs, callee_span: Span, span: Span) -> Result<Value, Diagnostic> {
+        use crate::spec::{Of, TermKind};
+        let help = "write ce(student) or ce(teacher); mine(student=..., teacher=...) chooses which models those are";
+        let single_ce = matches!(l.terms.as_slice(), [(_, t)] if t.kind == TermKind::Ce && t.of.is_none());
+        if !single_ce {
+            return Err(Diagnostic::error(format!("only `ce` can be given a model; `{}` compares the student with the teacher already", l.describe()))
+                .label(callee_span, "this loss takes no model")
+                .help(help));
+        }
+        let [(None, arg_span, value)] = args.as_slice() else {
+            return Err(Diagnostic::error("`ce(...)` takes one model: ce(student) or ce(teacher)").label(span, "here").help(help));
+        };
+        let of = match value {
+            Value::Model(_) if self.slot(Role::Student).is_some_and(|s| s.equals(value)) => Of::Student,
+            Value::Model(_) if self.slot(Role::Teacher).is_some_and(|s| s.equals(value)) => Of::Teacher,
+            other => {
+                return Err(Diagnostic::error(format!("`ce(...)` scores the student or the teacher, but this is {}", with_article(other.kind())))
+                    .label(*arg_span, "not the student or teacher slot")
+                    .help(help))
+            }
+        };
+        let mut bound = l.clone();
+        bound.terms[0].1.of = Some(of);
+        Ok(Value::Loss(Rc::new(bound)))
     }
 
     pub fn call_builtin(&mut self, b: &'static Builtin, args: CallArgs, span: Span) -> Result<Value, Diagnostic> {

@@ -33,6 +33,10 @@ pub struct Interp {
     /// Whether output may carry ANSI colours (a terminal that wants them).
     pub color: bool,
     modules: BTreeMap<String, Rc<ModuleValue>>,
+    /// The last `train(...)`'s figures, for `require` and the stage table.
+    pub last_train: Option<super::chain::TrainRecord>,
+    pub stage_rows: Vec<super::chain::StageRow>,
+    pub chain: super::chain::Chain,
 }
 
 /// A scope with every builtin and constant: the parent of each module's scope.
@@ -50,7 +54,7 @@ pub fn global_scope() -> Rc<RefCell<Scope>> {
 impl Interp {
     pub fn new(loader: Rc<RefCell<Loader>>, out: Out) -> Self {
         let scope = Scope::child(&global_scope());
-        Interp { loader, scope, slots: BTreeMap::new(), out, file: FileId(0), stages: Vec::new(), depth: 0, streamed: false, color: false, modules: BTreeMap::new() }
+        Interp { loader, scope, slots: BTreeMap::new(), out, file: FileId(0), stages: Vec::new(), depth: 0, streamed: false, color: false, modules: BTreeMap::new(), last_train: None, stage_rows: Vec::new(), chain: Default::default() }
     }
 
     /// Writes a line of program output.
@@ -119,6 +123,7 @@ impl Interp {
                 self.say(&parts.join(" "));
             }
             Stmt::Stage { name, body } => self.exec_stage(&name.node, body)?,
+            Stmt::Require(cond) => self.exec_require(cond, stmt.span)?,
             Stmt::Expr(e) => return Ok(Some(self.eval_in_statement(e, &[e])?)),
             Stmt::Error => return Err(Diagnostic::error("this statement did not parse").label(stmt.span, "here")),
         }
@@ -243,6 +248,7 @@ impl Interp {
     fn exec_stage(&mut self, name: &str, body: &[SStmt]) -> Result<(), Diagnostic> {
         let outer_slots = self.slots.clone();
         let inner = Scope::child(&self.scope);
+        self.last_train = None;
         if let Some(prev) = self.stages.last() {
             inner.borrow_mut().define("previous", Value::Stage(prev.clone()));
         }
@@ -250,8 +256,16 @@ impl Interp {
         let result = body.iter().try_for_each(|s| self.exec_stmt(s).map(|_| ()));
         self.scope = outer;
         let stage_slots = std::mem::replace(&mut self.slots, outer_slots);
+        if result.is_err() {
+            // A stopped chain still shows what its finished stages (and this one) reached.
+            self.finish_stage_row(name);
+            if let Some(table) = self.stage_table() {
+                self.say(&table);
+            }
+        }
         result?;
         let slots = stage_slots.into_iter().map(|(r, v)| (r.name().to_string(), v)).collect();
+        self.finish_stage_row(name);
         let stage = Rc::new(StageValue { name: name.to_string(), slots });
         self.stages.push(stage.clone());
         self.scope.borrow_mut().define(name, Value::Stage(stage));

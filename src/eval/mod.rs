@@ -2,6 +2,7 @@
 //! engine consumes; builtins are called through the table in `crate::builtins`. The
 //! entry point is `Interp::exec_module`; `Session` wraps it for hosts.
 
+mod chain;
 mod env;
 mod expr;
 mod interp;
@@ -10,6 +11,7 @@ pub mod ops;
 mod save;
 mod value;
 
+pub use chain::TrainRecord;
 pub use env::Scope;
 pub use expr::{member, CallArgs};
 pub use interp::{global_scope, Interp, Out};

@@ -6,7 +6,7 @@ use super::env::Scope;
 use super::model::{ModelValue, TensorValue};
 use crate::builtins::Builtin;
 use crate::kind::Kinds;
-use crate::spec::{fmt_num, DataSpec, LayerMap, LossExpr, OptimSpec, Schedule};
+use crate::spec::{fmt_num, DataSpec, KeepRule, LayerMap, LossExpr, OptimSpec, Schedule};
 use crate::syntax::{Param, SExpr};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -31,6 +31,8 @@ pub enum Value {
     Layers(Rc<LayerMap>),
     Stage(Rc<StageValue>),
     Module(Rc<ModuleValue>),
+    /// What `mine` keeps: `top(20%)`, `above(median)`, ...
+    Rule(Rc<KeepRule>),
 }
 
 /// A `def`: parameters, body, and the scope it was defined in.
@@ -82,6 +84,7 @@ impl Value {
             Value::Tokenizer(_) => Kinds::TOKENIZER,
             Value::Stage(_) => Kinds::STAGE,
             Value::Module(_) => Kinds::MODULE,
+            Value::Rule(_) => Kinds::RULE,
         }
     }
 
@@ -118,6 +121,7 @@ impl Value {
             Value::Layers(l) => l.describe(),
             Value::Stage(s) => format!("<stage {}>", s.name),
             Value::Module(m) => format!("<module {}>", m.name),
+            Value::Rule(r) => r.describe(),
         }
     }
 
@@ -161,6 +165,7 @@ impl Value {
             (Value::Tokenizer(a), Value::Tokenizer(b)) => Rc::ptr_eq(a, b),
             (Value::Stage(a), Value::Stage(b)) => Rc::ptr_eq(a, b),
             (Value::Module(a), Value::Module(b)) => Rc::ptr_eq(a, b),
+            (Value::Rule(a), Value::Rule(b)) => a == b,
             _ => false,
         }
     }

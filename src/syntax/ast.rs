@@ -137,6 +137,8 @@ pub enum Stmt {
     Save { value: SExpr, path: SExpr },
     Print(Vec<SExpr>),
     Stage { name: Ident, body: Vec<SStmt> },
+    /// `require retention >= 85%`: a gate that stops a stage chain when false.
+    Require(SExpr),
     Expr(SExpr),
     /// Placeholder left by error recovery.
     Error,

@@ -24,7 +24,7 @@ fn starts_continuation(t: &Token) -> bool {
 /// followed by `=` (which would be a named argument such as `student=`).
 fn starts_statement(t: &Token, next: Option<&Token>) -> bool {
     match t {
-        Token::Kw(Keyword::Let | Keyword::Def | Keyword::Use | Keyword::Stage | Keyword::Print | Keyword::Save) => true,
+        Token::Kw(Keyword::Let | Keyword::Def | Keyword::Use | Keyword::Stage | Keyword::Require | Keyword::Print | Keyword::Save) => true,
         // `student llama(..)`: a role followed by the start of a value on the same line.
         Token::Ident(name) => {
             super::ast::Role::from_name(name).is_some()

@@ -194,6 +194,8 @@ where
             .then(block)
             .map(|(name, body)| Stmt::Stage { name, body });
 
+        let require = kw(Keyword::Require).ignore_then(e.clone()).map(Stmt::Require);
+
         let role_name = select! { Token::Ident(s) => s }.try_map(|s, span| {
             Role::from_name(&s).map(|r| Spanned::new(r, span)).ok_or_else(|| Rich::custom(span, "not a role"))
         });
@@ -205,7 +207,7 @@ where
 
         let assign = ident().then_ignore(op("=")).then(e.clone()).map(|(name, value)| Stmt::Assign { name, value });
 
-        choice((let_, def, use_, save, print, stage, role, assign, e.map(Stmt::Expr)))
+        choice((let_, def, use_, save, print, stage, require, role, assign, e.map(Stmt::Expr)))
             .map_with(|s, x| Spanned::new(s, x.span()))
             // Skip the rest of a broken statement and carry on with the next one.
             .recover_with(via_parser(

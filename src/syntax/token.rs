@@ -23,12 +23,13 @@ pub enum Keyword {
     To,
     Print,
     Stage,
+    Require,
     True,
     False,
 }
 
 impl Keyword {
-    pub const ALL: [Keyword; 9] = [
+    pub const ALL: [Keyword; 10] = [
         Keyword::Let,
         Keyword::Def,
         Keyword::Use,
@@ -36,6 +37,7 @@ impl Keyword {
         Keyword::To,
         Keyword::Print,
         Keyword::Stage,
+        Keyword::Require,
         Keyword::True,
         Keyword::False,
     ];
@@ -49,6 +51,7 @@ impl Keyword {
             Keyword::To => "to",
             Keyword::Print => "print",
             Keyword::Stage => "stage",
+            Keyword::Require => "require",
             Keyword::True => "true",
             Keyword::False => "false",
         }

@@ -86,6 +86,9 @@ impl LossPlan {
             (true, None) => return Err(format!("the loss {} compares the student with a teacher, but no teacher is set", expr.describe())),
             (_, t) => t,
         };
+        if let Some((_, t)) = expr.terms.iter().find(|(_, t)| t.of == Some(crate::spec::Of::Teacher)) {
+            return Err(format!("{} scores the teacher, which training does not change: it belongs in mine(difficulty=...), not in a training loss", t.describe()));
+        }
         let names = display_names(expr);
         let mut terms = Vec::with_capacity(expr.terms.len());
         for (i, ((weight, term), name)) in expr.terms.iter().zip(names).enumerate() {
