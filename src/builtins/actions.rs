@@ -81,6 +81,11 @@ fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
         Some(Value::Loss(l)) => (*l).clone(),
         _ => return Err(missing(a, Role::Loss)),
     };
+    if let Some((_, t)) = loss.terms.iter().find(|(_, t)| t.of == Some(crate::spec::Of::Teacher)) {
+        return Err(a
+            .error(if a.given("loss") { "loss" } else { "steps" }, format!("{} scores the teacher, which training does not change", t.describe()))
+            .help("ce(teacher) belongs in mine(difficulty=...); train the student with ce, kl(T=2), ..."));
+    }
     if loss.needs_teacher() && teacher.is_none() {
         return Err(missing_teacher(Some(teacher_terms(&loss)), a.call_span));
     }
@@ -223,7 +228,7 @@ pub fn table() -> Vec<Builtin> {
                 param("batch", n, Num(8.0), "sequences per forward").range(Range::PositiveInt),
             ],
             returns: Kinds::NUMBER,
-            doc: "validation loss and perplexity of a model (the data's validation split, else all of it); returns the perplexity",
+            doc: "validation loss and perplexity of a model (the data's validation split, else all of it; a mined hard set: its own blocks); returns the perplexity",
             example: "eval()",
             run: eval_action,
             pure: false,

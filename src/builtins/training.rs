@@ -190,8 +190,9 @@ pub fn run_eval(interp: &mut Interp, a: &Args, spec: &DataSpec, seq: usize, batc
         Some(t) => Some(t.weights().map_err(|e| engine_error(a, "comparing with this teacher", e))?),
         None => None,
     };
-    // The validation split when there is one, else every block.
-    let blocks = if data.val.len() > 0 { &data.val } else { &data.train };
+    // A hard set is evaluated on its own blocks; other data on the validation split when
+    // there is one, else on every block.
+    let blocks = if spec.subset.is_none() && data.val.len() > 0 { &data.val } else { &data.train };
     let result = train::evaluate::evaluate(&w, tw.as_deref(), blocks, batch).ok_or_else(|| engine_error(a, "evaluating here", "the data has no tokens to evaluate on".into()))?;
     interp.say(&train::report::describe_eval(&result));
     Ok(Value::Num(result.ppl))
