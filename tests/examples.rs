@@ -51,3 +51,39 @@ fn the_quickstart_distilled_student_beats_training_without_a_teacher() {
     assert!(ok, "{out}");
     assert!(out.trim_end().ends_with("the teacher helped: true"), "{out}");
 }
+
+/// The Telugu seed's Approach 3: the hard set's perplexity drops after LoRA replay, and
+/// the seed's table (teacher / direct / replay) closes the run.
+#[test]
+fn telugu_hard_set_replay_lowers_the_hard_set_loss() {
+    let (ok, out) = kdl(&["run", staged("telugu_lora_replay.kd").to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(out.contains("replay lowered the hard-set ppl: true"), "{out}");
+    assert!(out.contains("◀ kept") && out.contains("hard set saved to"), "{out}");
+    for row in ["\nteacher ", "\ndirect ", "\nreplay "] {
+        assert!(out.contains(row), "no {row:?} row:\n{out}");
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/examples-test/telugu_lora_replay.kd");
+    assert!(dir.join("runs/telugu_lora_replay/hard_set.json").is_file());
+    assert!(dir.join("runs/telugu-replay/merged/model.safetensors").is_file());
+}
+
+#[test]
+fn progressive_chain_and_direct_share_one_table() {
+    let (ok, out) = kdl(&["run", staged("progressive.kd").to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let table = out.split("stage      params").nth(1).unwrap_or_else(|| panic!("no stage table:\n{out}"));
+    for row in ["\nteacher ", "\nhalf ", "\nquarter ", "\ndirect "] {
+        assert!(table.contains(row), "no {row:?} row:\n{out}");
+    }
+}
+
+#[test]
+fn merge_example_evaluates_every_model_on_both_languages() {
+    let (ok, out) = kdl(&["run", staged("merge.kd").to_str().unwrap()]);
+    assert!(ok, "{out}");
+    for row in ["[\"parent\", [", "[\"ties\", [", "[\"linear\", ["] {
+        assert!(out.contains(row), "no {row} row:\n{out}");
+    }
+    assert!(out.contains("ties merge of 2 models"), "{out}");
+}

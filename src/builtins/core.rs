@@ -54,7 +54,16 @@ pub fn table() -> Vec<Builtin> {
         math("sqrt", "square root", "sqrt(512)", |_, a| positive_unary(a, "sqrt", f64::sqrt)),
         math("log", "natural logarithm", "log(49152)", |_, a| positive_unary(a, "log", f64::ln)),
         math("exp", "e to the power x (perplexity from a loss: exp(2.58))", "exp(2.58)", |_, a| unary(a, f64::exp)),
-        math("round", "nearest whole number", "round(512 * 8 / 3)", |_, a| unary(a, f64::round)),
+        Builtin {
+            params: vec![
+                param("x", Kinds::NUMBER, Required, "a number"),
+                param("digits", Kinds::NUMBER, super::Default::Num(0.0), "digits after the point").range(super::Range::NonNegativeInt),
+            ],
+            ..math("round", "nearest number with `digits` decimals (default: a whole number)", "round(512 * 8 / 3)", |_, a| {
+                let scale = 10f64.powi(a.num("digits")? as i32);
+                Ok(Value::Num((a.num("x")? * scale).round() / scale))
+            })
+        },
         two("min", "the smaller of two numbers", |_, a| Ok(Value::Num(a.num("a")?.min(a.num("b")?)))),
         two("max", "the larger of two numbers", |_, a| Ok(Value::Num(a.num("a")?.max(a.num("b")?)))),
         Builtin {

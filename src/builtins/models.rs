@@ -18,7 +18,7 @@ fn nearest_divisor(n: usize, target: usize) -> usize {
 /// Far beyond any model kdl could build; past it a size is a typo.
 const MAX_SIZE: f64 = 16_777_216.0;
 
-fn llama(a: &Args) -> Result<Value, Diagnostic> {
+fn llama(interp: &mut crate::eval::Interp, a: &Args) -> Result<Value, Diagnostic> {
     for name in ["layers", "dim", "heads", "kv_heads", "ffn", "vocab", "max_seq"] {
         if a.opt_num(name)?.is_some_and(|x| x > MAX_SIZE) {
             return Err(a.error(name, format!("`{name}` is unreasonably large (more than {MAX_SIZE})")));
@@ -63,7 +63,14 @@ fn llama(a: &Args) -> Result<Value, Diagnostic> {
         o_bias: false,
     };
     let (device, dtype) = placement(a)?;
-    Ok(Value::Model(Rc::new(ModelValue::built(spec, a.num("seed")? as u64, device, dtype))))
+    let model = ModelValue::built(spec, a.num("seed")? as u64, device, dtype);
+    // Without vocab=, the script's teacher or tokenizer sizes it now, as the student slot
+    // would: a model kept in a `let` and trained by name is then the model trained.
+    let model = match (model.vocab, interp.known_vocab()) {
+        (None, Some(v)) => model.with_vocab(v, interp.known_tokenizer()),
+        _ => model,
+    };
+    Ok(Value::Model(Rc::new(model)))
 }
 
 /// The `device=` and `dtype=` arguments: CUDA when present, else the CPU; bf16 on CUDA,
@@ -109,7 +116,7 @@ pub fn table() -> Vec<Builtin> {
         returns: Kinds::MODEL,
         doc: "a llama-family decoder: RMSNorm, RoPE, grouped-query attention, SwiGLU",
         example: "llama(layers=8, dim=512)",
-        run: |_, a| llama(a),
+        run: llama,
         pure: true,
         slots: &[],
     }]

@@ -74,6 +74,9 @@ impl TrainPlan {
             marks.dedup();
             let lr: Vec<String> = marks.iter().map(|&s| format!("step {s}: {}", fmt_num(self.lr.at(s, total)))).collect();
             rows.push(("lr", lr.join(", ")));
+        } else if self.lr != *self.optim.lr() {
+            // Epoch runs learn their step count from the data; show the schedule itself.
+            rows.push(("lr", self.lr.describe()));
         }
         if let Some(o) = &self.out {
             rows.push(("out", o.clone()));

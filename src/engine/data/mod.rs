@@ -128,7 +128,7 @@ pub fn prepare(spec: &DataSpec, tokenizer: &Tokenizer, opts: &DataOptions, say: 
     let mut train = Blocks::new(store.clone(), train, opts.seq);
     if let Some(subset) = &spec.subset {
         train = select(&train, subset, opts.seq)?;
-        say(&format!("training on {}", subset.label));
+        say(&format!("training blocks: {}", subset.label));
     }
     Ok(Dataset { train, val: Blocks::new(store, val, opts.seq), stats })
 }
