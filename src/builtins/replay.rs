@@ -146,7 +146,7 @@ pub fn table() -> Vec<Builtin> {
             ],
             returns: m,
             doc: "folds a LoRA adapter into its base (W + alpha/r·B·A, f32), or merges models of one architecture",
-            example: "merge(student, adapter)",
+            example: "merge(student, lora(student, rank=8))",
             run: merge,
             pure: false,
             slots: &[],
