@@ -14,6 +14,9 @@
 #   KDL_FIXTURES          tiny llama checkpoints + logits   (llama_reference.py)
 #   KDL_FIXTURES_SMOLLM2  SmolLM2 logits, greedy text, tokens (smollm2_reference.py)
 #   KDL_FIXTURES_GGUF     GGUF reader references            (gguf_reference.py)
+#   KDL_FIXTURES_LOSS     loss terms and gradients          (loss_reference.py)
+#   KDL_FIXTURES_PEFT     a peft LoRA adapter + its logits  (peft_reference.py)
+#   KDL_FIXTURES_MERGE    mergekit-formula merges           (merge_reference.py)
 # A fixture directory is keyed by its script's sha256, so an edited script remakes it.
 #
 # Usage: ./setup.sh            (quiet when everything is already there)
