@@ -71,11 +71,11 @@ fn spec(layers: usize, dim: usize, vocab: usize) -> LlamaSpec {
 }
 
 fn term(kind: TermKind, t: f64, mix: Option<f64>) -> Term {
-    Term { kind, t: Schedule::Const(t), mix, layers: None }
+    Term { kind, of: None, t: Schedule::Const(t), mix, layers: None }
 }
 
 fn hidden(kind: TermKind, layers: LayerMap) -> Term {
-    Term { kind, t: Schedule::Const(1.0), mix: None, layers: Some(layers) }
+    Term { kind, of: None, t: Schedule::Const(1.0), mix: None, layers: Some(layers) }
 }
 
 fn sum(terms: Vec<(f64, Term)>) -> LossExpr {

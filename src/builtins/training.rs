@@ -67,7 +67,8 @@ fn teacher_weights(a: &Args, t: &ModelValue) -> Result<Rc<crate::engine::llama::
         "auto" => t.dtype,
         other => crate::engine::device::parse_dtype(other, t.device).map_err(|e| a.error("teacher_dtype", e))?,
     };
-    if want == t.dtype {
+    // A teacher with an adapter runs as it is (merge it first to convert it).
+    if want == t.dtype || t.lora().is_some() {
         return Ok(w);
     }
     w.converted(want).map(Rc::new).map_err(|e| engine_error(a, "converting the teacher", e))

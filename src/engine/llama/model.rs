@@ -75,7 +75,12 @@ impl Linear {
             Some(l) => {
                 let train = l.training.get() && l.dropout > 0.0;
                 let h = if train { x.dropout(l.dropout, true) } else { x.shallow_clone() };
-                y + h.linear(&l.a, None::<Tensor>).linear(&l.b, None::<Tensor>) * l.scale
+                // The adapter stays f32 on a bf16/f16 base, as peft keeps it: the input is
+                // cast up and the update cast back to the base's precision.
+                let h = if h.kind() == l.a.kind() { h } else { h.to_kind(l.a.kind()) };
+                let update = h.linear(&l.a, None::<Tensor>).linear(&l.b, None::<Tensor>) * l.scale;
+                let update = if update.kind() == y.kind() { update } else { update.to_kind(y.kind()) };
+                y + update
             }
         }
     }
