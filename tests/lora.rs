@@ -169,3 +169,24 @@ fn adapter_errors_are_one_line_causes() {
     let _ = base;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// On a bf16 base (CUDA's default precision) the adapter stays f32, as peft keeps it, and
+/// the adapted model runs and trains through the casts.
+#[test]
+fn an_adapter_on_a_bf16_base_stays_f32() {
+    let base = load_hf_dir(&fixtures().join("base"), Device::Cpu).unwrap();
+    let half = base.converted(tch::Kind::BFloat16).unwrap();
+    let ids = reference("input_ids");
+    let config = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0, targets: Target::ALL.to_vec(), rslora: false };
+    let adapted = peft::load_adapter(&fixtures().join("adapter"), &half).unwrap();
+    assert!(adapted.vs.variables().values().all(|t| t.kind() == tch::Kind::Float));
+    let logits = tch::no_grad(|| adapted.forward(&ids, None)).to_kind(tch::Kind::Float);
+    let d = max_abs_diff(&logits, &reference("adapter_logits"));
+    assert!(d < 0.5, "bf16 base + f32 adapter vs peft f32: max |Δlogit| = {d}");
+    // Gradients reach the adapter through the bf16 layers.
+    let fresh = half.with_lora(&config, 1).unwrap();
+    let loss = fresh.forward(&ids, None).to_kind(tch::Kind::Float).square().mean(tch::Kind::Float);
+    loss.backward();
+    let grads: f64 = fresh.vs.variables().values().map(|t| t.grad().abs().sum(tch::Kind::Float).double_value(&[])).sum();
+    assert!(grads > 0.0 && grads.is_finite());
+}
