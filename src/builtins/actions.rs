@@ -69,8 +69,8 @@ fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
         Some(Value::Model(m)) => Some(m.spec.clone()),
         _ => None,
     };
-    let mut student = match input(interp, a, Role::Student) {
-        Some(Value::Model(m)) => m.spec.clone(),
+    let (mut student, adapter) = match input(interp, a, Role::Student) {
+        Some(Value::Model(m)) => (m.spec.clone(), m.lora().map(|c| (c.describe(), c.params(&m.spec)))),
         _ => return Err(missing(a, Role::Student)),
     };
     let data = match a.get("on").or_else(|| input(interp, a, Role::Data)) {
@@ -149,6 +149,7 @@ fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
         save_every: a.opt_num("save_every")?.map(|x| x as u64),
         out: opt_str("out")?,
         resume: opt_str("resume")?,
+        adapter,
     })
 }
 

@@ -23,6 +23,8 @@ pub struct TrainPlan {
     pub save_every: Option<u64>,
     pub out: Option<String>,
     pub resume: Option<String>,
+    /// The student is a LoRA adapter: what it is and how many parameters train.
+    pub adapter: Option<(String, u64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,6 +49,9 @@ impl TrainPlan {
         } else {
             rows.push(("teacher", "none (the loss uses only the data)".into()));
             rows.push(("student", format!("{}  {} params", self.student.one_line(), fmt_count(student_params))));
+        }
+        if let Some((what, trainable)) = &self.adapter {
+            rows.push(("adapter", format!("lora({what})  {} trainable params; the student's weights stay frozen", fmt_count(*trainable))));
         }
         rows.push(("data", self.data.describe()));
         let temps: Vec<String> = self.loss.temperatures().iter().map(|t| t.describe()).collect();
