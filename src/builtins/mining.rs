@@ -87,7 +87,8 @@ fn mine_action(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
     let (data, _) = super::training::load_data(interp, a, &spec, seq, 0, &student, teacher.as_deref())?;
     let sw = student.weights().map_err(|e| a.error("student", e))?;
     let tw = match &teacher {
-        Some(t) if difficulty.needs_teacher() => Some(t.weights().map_err(|e| a.error("teacher", e))?),
+        // The frozen teacher in the precision training would give it (bf16 where fast).
+        Some(t) if difficulty.needs_teacher() => Some(super::training::teacher_weights(a, t, "auto")?),
         _ => None,
     };
     interp.say(&format!("mining {} training blocks by difficulty {}, keeping {}", data.train.len(), difficulty.describe(), rule.describe()));

@@ -60,9 +60,9 @@ pub fn load_data(interp: &mut Interp, a: &Args, spec: &DataSpec, seq: usize, see
 /// The teacher's weights in the precision the run asks for. `auto` runs the frozen
 /// teacher in bf16 where that is fast — CUDA, and CPUs with AMX-bf16, where bench/
 /// measured its forward at about 3× f32 — and as loaded elsewhere.
-fn teacher_weights(a: &Args, t: &ModelValue) -> Result<Rc<crate::engine::llama::Llama>, Diagnostic> {
+pub fn teacher_weights(a: &Args, t: &ModelValue, choice: &str) -> Result<Rc<crate::engine::llama::Llama>, Diagnostic> {
     let w = t.weights().map_err(|e| engine_error(a, "using this teacher", e))?;
-    let want = match a.string("teacher_dtype")?.as_str() {
+    let want = match choice {
         "auto" if t.device.is_cuda() || crate::engine::cpu_features().contains(&"amx_bf16") => tch::Kind::BFloat16,
         "auto" => t.dtype,
         other => crate::engine::device::parse_dtype(other, t.device).map_err(|e| a.error("teacher_dtype", e))?,
@@ -137,7 +137,7 @@ pub fn run_training(interp: &mut Interp, a: &Args, plan: &TrainPlan) -> Result<V
     let (data, tok) = load_data(interp, a, &plan.data, plan.seq, plan.seed, &student, framing.as_deref())?;
     let student_w = student.weights().map_err(|e| engine_error(a, "training this student", e))?;
     let teacher_w = match &teacher {
-        Some(t) => Some(teacher_weights(a, t)?),
+        Some(t) => Some(teacher_weights(a, t, &a.string("teacher_dtype")?)?),
         None => None,
     };
     let bench = a.boolean("bench")?;
