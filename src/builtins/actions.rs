@@ -10,7 +10,7 @@ use crate::spec::{OptimSpec, Schedule};
 use crate::syntax::Role;
 
 /// A slot's value: the same-named argument if given, else the slot.
-fn input(interp: &Interp, a: &Args, role: Role) -> Option<Value> {
+pub(super) fn input(interp: &Interp, a: &Args, role: Role) -> Option<Value> {
     if a.given(role.name()) {
         a.get(role.name())
     } else {

@@ -103,8 +103,7 @@ fn load(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
     for note in &loaded.notes {
         interp.say(&format!("note: {note}"));
     }
-    let tokenizer = loaded.tokenizer.clone().map(|t| Rc::new(TokenizerValue { source: format!("{given} (its tokenizer)"), tokenizer: t }));
-    let model = ModelValue::loaded(loaded, path.display().to_string(), dtype, tokenizer);
+    let model = ModelValue::loaded(loaded, path.display().to_string(), dtype, &given);
     interp.say(&format!("loaded {} ({} params, {})", model.spec.one_line(), crate::spec::fmt_count(model.params().unwrap_or(0)), model.placement()));
     Ok(Value::Model(Rc::new(model)))
 }
@@ -127,8 +126,7 @@ fn load_adapter(interp: &mut Interp, a: &Args, dir: &std::path::Path, given: &st
             };
             let (device, dtype) = placement(a)?;
             let loaded = crate::engine::load::load_model(&path, device, dtype).map_err(|e| a.error("path", e))?;
-            let tokenizer = loaded.tokenizer.clone().map(|t| Rc::new(TokenizerValue { source: format!("{} (its tokenizer)", path.display()), tokenizer: t }));
-            Rc::new(ModelValue::loaded(loaded, path.display().to_string(), dtype, tokenizer))
+            Rc::new(ModelValue::loaded(loaded, path.display().to_string(), dtype, &path.display().to_string()))
         }
     };
     let w = weights(a, "base", &base)?;

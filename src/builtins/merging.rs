@@ -6,7 +6,7 @@ use super::{param, Args, Builtin, Default::*, Family};
 use crate::diag::Diagnostic;
 use crate::engine::llama::Llama;
 use crate::engine::merge::{self, Method, MergeOptions};
-use crate::eval::{Interp, ModelValue, Origin, TokenizerValue, Value};
+use crate::eval::{Interp, ModelValue, Origin, Value};
 use crate::kind::{with_article, Kinds};
 use crate::spec::{fmt_count, fmt_num};
 use std::collections::BTreeMap;
@@ -116,12 +116,11 @@ fn average(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
     let mut models = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let m = match item {
-            Value::Model(m) => plain_model(a, "checkpoints", item, i).map(|_| m.clone())?,
+            Value::Model(_) => plain_model(a, "checkpoints", item, i)?,
             Value::Str(p) => {
                 let path = interp.resolve_path(p);
                 let loaded = crate::engine::load::load_model(&path, tch::Device::Cpu, tch::Kind::Float).map_err(|e| a.error("checkpoints", e))?;
-                let tokenizer = loaded.tokenizer.clone().map(|t| Rc::new(TokenizerValue { source: format!("{p} (its tokenizer)"), tokenizer: t }));
-                Rc::new(ModelValue::loaded(loaded, path.display().to_string(), tch::Kind::Float, tokenizer))
+                Rc::new(ModelValue::loaded(loaded, path.display().to_string(), tch::Kind::Float, p))
             }
             other => return Err(a.error("checkpoints", format!("item {} is {}: give checkpoint folders (\"runs/a/step-001000\") or models", i + 1, with_article(other.kind())))),
         };

@@ -19,7 +19,7 @@ fn ce_of(of: Of, weight: f64) -> (Schedule, Term) {
 }
 
 fn model_input(interp: &Interp, a: &Args, role: Role) -> Result<Option<Rc<ModelValue>>, Diagnostic> {
-    match a.get(role.name()).or_else(|| interp.slot(role)) {
+    match super::actions::input(interp, a, role) {
         Some(Value::Model(m)) => Ok(Some(m)),
         Some(other) => Err(a.error(role.name(), format!("`mine` needs a model as the {}, got {}", role.name(), with_article(other.kind())))),
         None => Ok(None),
@@ -56,7 +56,7 @@ fn reuse(interp: &mut Interp, a: &Args, spec: &DataSpec) -> Result<Value, Diagno
 }
 
 fn mine_action(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
-    let spec = match a.get("data").or_else(|| interp.slot(Role::Data)) {
+    let spec = match super::actions::input(interp, a, Role::Data) {
         Some(Value::Data(d)) => d,
         Some(other) => return Err(a.error("data", format!("`mine` needs data, got {}", with_article(other.kind())))),
         None => return Err(super::actions::missing_slot("mine", Role::Data, a.call_span)),
@@ -103,12 +103,8 @@ fn mine_action(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
     if kept.is_empty() {
         return Err(a.error("keep", format!("{} keeps no blocks (threshold {threshold:.4}, highest difficulty {:.4})", rule.describe(), mine::quantile(&scores, 1.0))).help("lower the threshold, or use top(20%)"));
     }
-    let mean = |ix: &mut dyn Iterator<Item = f64>| {
-        let v: Vec<f64> = ix.filter(|x| x.is_finite()).collect();
-        v.iter().sum::<f64>() / v.len().max(1) as f64
-    };
-    let all_mean = mean(&mut scores.iter().copied());
-    let kept_mean = mean(&mut kept.iter().map(|&i| scores[i]));
+    let all_mean = finite_mean(scores.iter().copied());
+    let kept_mean = finite_mean(kept.iter().map(|&i| scores[i]));
     interp.say(&format!("difficulty of {} blocks ({:.1}s):", scores.len(), started.elapsed().as_secs_f64()));
     interp.say(&mine::histogram(&scores, threshold, 10, 40));
     let fraction = kept.len() as f64 / scores.len().max(1) as f64;
@@ -131,6 +127,12 @@ fn mine_action(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
     crate::atomic::write_file(&out, &json).map_err(|e| a.error("out", format!("cannot write {}: {e}", out.display())))?;
     interp.say(&format!("hard set saved to {} (reuse it with mine(data, from=...))", out.display()));
     Ok(Value::Data(Rc::new(DataSpec { subset: Some(subset), ..(*spec).clone() })))
+}
+
+/// The mean of the finite values (a block without targets scores NaN).
+fn finite_mean(values: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
 fn fraction(a: &Args, name: &str) -> Result<f64, Diagnostic> {

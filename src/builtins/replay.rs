@@ -58,10 +58,6 @@ fn lora(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
     Ok(Value::Model(Rc::new(ModelValue::adapter(base, config, a.num("seed")? as u64))))
 }
 
-fn engine_error(a: &Args, name: &str, e: String) -> Diagnostic {
-    a.error(name, e)
-}
-
 /// `merge(base, adapter)`: W + (α/r)·B·A in f32, a plain model again.
 fn merge_adapter(interp: &mut Interp, a: &Args, base: Rc<ModelValue>, adapter: Rc<ModelValue>) -> Result<Value, Diagnostic> {
     let config = adapter.lora().cloned().ok_or_else(|| {
@@ -75,14 +71,14 @@ fn merge_adapter(interp: &mut Interp, a: &Args, base: Rc<ModelValue>, adapter: R
             .error("adapter", format!("the adapter was made for {}, not {}", adapter.spec.one_line(), base.spec.one_line()))
             .help("merge an adapter into the model it was trained on"));
     }
-    let w = adapter.weights().map_err(|e| engine_error(a, "adapter", e))?;
-    let b = base.weights().map_err(|e| engine_error(a, "models", e))?;
+    let w = adapter.weights().map_err(|e| a.error("adapter", e))?;
+    let b = base.weights().map_err(|e| a.error("models", e))?;
     if let Origin::Loaded { format, .. } = &base.origin {
-        if format.contains("GGUF") || format.contains("gguf") {
+        if format.starts_with("GGUF") {
             interp.say(&format!("note: the base is a quantized {format}, read dequantized to f32; the merged model is f32"));
         }
     }
-    let merged = crate::engine::lora::merge(&b.base_tensors(), &w).map_err(|e| engine_error(a, "adapter", e))?;
+    let merged = crate::engine::lora::merge(&b.base_tensors(), &w).map_err(|e| a.error("adapter", e))?;
     let what = format!("merged with lora({})", config.describe());
     interp.say(&format!("merged lora({}) into {}: {} params", config.describe(), base.spec.one_line(), fmt_count(base.params().unwrap_or(0))));
     Ok(Value::Model(Rc::new(ModelValue::derived(merged, Origin::Derived { what }, &base, None))))

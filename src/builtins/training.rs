@@ -15,8 +15,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 fn model_in(interp: &Interp, a: &Args, role: Role) -> Option<Rc<ModelValue>> {
-    let v = if a.given(role.name()) { a.get(role.name()) } else { interp.slot(role) };
-    match v {
+    match super::actions::input(interp, a, role) {
         Some(Value::Model(m)) => Some(m),
         _ => None,
     }

@@ -103,7 +103,10 @@ impl ModelValue {
         }
     }
 
-    pub fn loaded(loaded: crate::engine::load::LoadedModel, path: String, dtype: Kind, tokenizer: Option<Rc<TokenizerValue>>) -> ModelValue {
+    /// A checkpoint read from `path`; its tokenizer (if it has one) is labelled with
+    /// `named`, how the script referred to it.
+    pub fn loaded(loaded: crate::engine::load::LoadedModel, path: String, dtype: Kind, named: &str) -> ModelValue {
+        let tokenizer = loaded.tokenizer.map(|t| Rc::new(TokenizerValue { source: format!("{named} (its tokenizer)"), tokenizer: t }));
         let model = loaded.model;
         ModelValue {
             spec: model.spec.clone(),

@@ -97,6 +97,15 @@ pub fn read_config(dir: &Path) -> Result<(LoraConfig, String), String> {
     Ok((config, json["base_model_name_or_path"].as_str().unwrap_or("").to_string()))
 }
 
+/// The A and B matrices of the adapter in `dir` (a peft folder or an adapter run's
+/// checkpoint) under the model's own names.
+pub fn read_pairs(dir: &Path) -> Result<BTreeMap<String, Tensor>, String> {
+    let file = dir.join(WEIGHTS_FILE);
+    let saved = Tensor::read_safetensors(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    // peft writes `base_model.model.X`; older versions kept the adapter name (`.default`).
+    Ok(saved.into_iter().map(|(n, t)| (n.strip_prefix(PREFIX).unwrap_or(&n).replace(".default.weight", ".weight"), t)).collect())
+}
+
 /// The adapter in `dir` on `base`: `base` with the adapter's layers, its pairs read.
 pub fn load_adapter(dir: &Path, base: &Llama) -> Result<Llama, String> {
     let (config, _) = read_config(dir)?;
@@ -105,12 +114,7 @@ pub fn load_adapter(dir: &Path, base: &Llama) -> Result<Llama, String> {
     if !file.is_file() {
         return Err(format!("{}: no {WEIGHTS_FILE} beside the config (kdl reads safetensors, never pickle .bin files)", dir.display()));
     }
-    let saved = Tensor::read_safetensors(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-    // peft writes `base_model.model.X`; older versions kept the adapter name (`.default`).
-    let saved: BTreeMap<String, Tensor> = saved
-        .into_iter()
-        .map(|(n, t)| (n.strip_prefix(PREFIX).unwrap_or(&n).replace(".default.weight", ".weight"), t))
-        .collect();
+    let saved = read_pairs(dir)?;
     let vars = model.vs.variables();
     for name in saved.keys() {
         if !vars.contains_key(name) {

@@ -87,9 +87,7 @@ pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>, String> {
 /// Copies the checkpoint's weights into `student`'s variables.
 pub fn restore_weights(student: &Llama, dir: &Path) -> Result<(), String> {
     if student.lora.is_some() {
-        let saved = read_tensors(&dir.join("adapter_model.safetensors"))?;
-        let saved = saved.into_iter().map(|(n, t)| (n.strip_prefix("base_model.model.").unwrap_or(&n).to_string(), t)).collect();
-        return restore_into(&student.vs.variables(), &saved, dir);
+        return restore_into(&student.vs.variables(), &crate::engine::lora::peft::read_pairs(dir)?, dir);
     }
     let saved = read_tensors(&dir.join("model.safetensors"))?;
     restore_into(&student.vs.variables(), &saved, dir)
