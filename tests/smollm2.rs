@@ -116,3 +116,39 @@ fn chat_from_a_script_answers_like_transformers() {
     // Streamed as it was generated, after the load banner.
     assert!(s.take_output().ends_with(&format!("{reply}\n")));
 }
+
+/// The teacher always reads its own tokenizer's ids: its perplexity on the same text is
+/// the same whatever tokenizer slot the script declares, and training a student with a
+/// different tokenizer against it is an error naming both tokenizers — it once fed a
+/// slot's BPE ids to the teacher and reported a perplexity of 626 for a model at 16.
+#[test]
+fn teacher_perplexity_is_the_same_whatever_tokenizer_slot() {
+    let dir = std::env::temp_dir().join(format!("kdl-tokslot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let moby = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/moby_dick.txt")).unwrap();
+    let text: String = moby.chars().take(12_000).collect();
+    std::fs::write(dir.join("moby.txt"), &text).unwrap();
+    let data = dir.join("moby.txt").display().to_string();
+    let ppl = |slot: &str| -> f64 {
+        let mut s = Session::capture();
+        let src = format!("teacher load(\"smollm2\")\n{slot}\ndata text({data:?}).split(0.8)\neval(student=teacher, seq=64, batch=4)");
+        match s.eval_str(&src) {
+            Ok(Some(Value::Num(x))) => x,
+            other => panic!("eval with {slot:?} gave {other:?}: {}", s.take_output()),
+        }
+    };
+    let alone = ppl("");
+    assert!(alone > 1.0 && alone < 200.0, "the teacher's ppl on Moby-Dick is {alone}");
+    for slot in [format!("tokenizer bpe(vocab=600, from={data:?})"), "tokenizer tokenizer(teacher)".to_string()] {
+        let p = ppl(&slot);
+        assert!((p - alone).abs() < 1e-6, "with `{slot}` the teacher's ppl is {p}, without a slot {alone}");
+    }
+    let mut s = Session::capture();
+    let src = format!(
+        "teacher load(\"smollm2\")\ntokenizer bpe(vocab=600, from={data:?})\ndata text({data:?}).split(0.8)\n\
+         student llama(layers=1, dim=32, heads=2, max_seq=64)\nloss kl(T=1)\ntrain(steps=1, batch=2, seq=32, dry=true)"
+    );
+    let err = format!("{:?}", s.eval_str(&src).expect_err("another tokenizer's ids must not reach the teacher"));
+    assert!(err.contains("bpe(1 file)") && err.contains("smollm2"), "the error names both tokenizers: {err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -64,15 +64,34 @@ pub fn teacher_terms(loss: &crate::spec::LossExpr) -> String {
     names.join(", ")
 }
 
+/// Why a student's vocabulary is not the teacher's, and what to change: the cause is
+/// where the student's size came from, not always "the tokenizer".
+fn vocab_mismatch_cause(student: &crate::eval::ModelValue, vocab_from: Option<&str>, tv: usize) -> String {
+    match (vocab_from, &student.origin) {
+        (Some(from), _) if from != "the teacher" => format!(
+            "the student took its vocabulary from {from}; use the teacher's tokenizer (`tokenizer tokenizer(teacher)`, or no tokenizer slot), or pass vocab={tv}"
+        ),
+        (_, crate::eval::Origin::Loaded { path, .. }) => {
+            format!("the student was loaded from {path} with a vocabulary of its own; distil into a student built with llama(...) and no vocab= (it inherits the teacher's {tv})")
+        }
+        _ => format!("the student's vocab= was given in llama(...); leave it out to inherit the teacher's {tv}"),
+    }
+}
+
 fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
-    let teacher = match input(interp, a, Role::Teacher) {
-        Some(Value::Model(m)) => Some(m.spec.clone()),
+    let teacher_value = match input(interp, a, Role::Teacher) {
+        Some(Value::Model(m)) => Some(m),
         _ => None,
     };
-    let (mut student, adapter) = match input(interp, a, Role::Student) {
-        Some(Value::Model(m)) => (m.spec.clone(), m.lora().map(|c| (c.describe(), c.params(&m.spec)))),
+    let teacher = teacher_value.as_ref().map(|m| m.spec.clone());
+    let (student_value, adapter) = match input(interp, a, Role::Student) {
+        Some(Value::Model(m)) => {
+            let adapter = m.lora().map(|c| (c.describe(), c.params(&m.spec)));
+            (m, adapter)
+        }
         _ => return Err(missing(a, Role::Student)),
     };
+    let mut student = student_value.spec.clone();
     let data = match a.get("on").or_else(|| input(interp, a, Role::Data)) {
         Some(Value::Data(d)) => (*d).clone(),
         _ => return Err(missing(a, Role::Data)),
@@ -89,8 +108,24 @@ fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
     if loss.needs_teacher() && teacher.is_none() {
         return Err(missing_teacher(Some(teacher_terms(&loss)), a.call_span));
     }
+    // Before the vocabularies are compared: a different tokenizer is the deeper cause.
+    if let (Some(t), true) = (&teacher_value, loss.needs_teacher()) {
+        if let Some(tok) = super::training::data_tokenizer(interp, &student_value, Some(t)) {
+            super::training::teacher_reads_same_tokens(a, &tok, t)?;
+        }
+    }
+    let mut vocab_from = student_value.vocab_from.clone();
     if student.vocab.is_none() {
-        student.vocab = interp.known_vocab().or(teacher.as_ref().and_then(|t| t.vocab));
+        // The script's one rule (`Interp::vocab_source`); a `teacher=` argument stands in
+        // for the teacher slot.
+        let src = match (interp.slot(Role::Tokenizer), a.given("teacher")) {
+            (None, true) => None,
+            _ => interp.vocab_source(),
+        };
+        match src {
+            Some(src) => (student.vocab, vocab_from) = (Some(src.vocab), Some(src.describe())),
+            None => (student.vocab, vocab_from) = (teacher.as_ref().and_then(|t| t.vocab), Some("the teacher".into())),
+        }
     }
     let Some(sv) = student.vocab else {
         return Err(Diagnostic::error("the student's vocabulary size is not known")
@@ -102,11 +137,7 @@ fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
             return Err(Diagnostic::error(format!("teacher and student vocabularies differ: teacher {tv}, student {sv}"))
                 .label(a.call_span, "training here")
                 .note("logit terms (kl, rkl, js, tvd, skl) compare distributions over the same tokens")
-                .help(if interp.slot(Role::Tokenizer).is_some() {
-                    "the student took its vocabulary from the tokenizer; use the teacher's tokenizer, or pass vocab= equal to the teacher's"
-                } else {
-                    "give the student the teacher's vocabulary (leave out vocab= to inherit it)"
-                }));
+                .help(vocab_mismatch_cause(&student_value, vocab_from.as_deref(), tv)));
         }
     }
     let optim = match input(interp, a, Role::Optim) {

@@ -84,7 +84,7 @@ fn mine_action(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
         None => KeepRule::Top(0.2),
     };
     let (seq, batch) = (a.count("seq")?, a.count("batch")?);
-    let (data, _) = super::training::load_data(interp, a, &spec, seq, 0, &student, teacher.as_deref())?;
+    let (data, _) = super::training::load_data(interp, a, &spec, (seq, 0), &student, teacher.as_deref(), difficulty.needs_teacher())?;
     let sw = student.weights().map_err(|e| a.error("student", e))?;
     let tw = match &teacher {
         // The frozen teacher in the precision training would give it (bf16 where fast).

@@ -151,6 +151,10 @@ impl ParamSpec {
     pub fn range_problem(&self, x: f64) -> Option<(String, bool)> {
         let int = x.fract() == 0.0;
         let bad = |what: &str| Some((format!("`{}` must be {what}, got {}", self.name, fmt_num(x)), false));
+        if !x.is_finite() {
+            // An overflow (1e308 * 10) or 0/0 reaching a model or training argument.
+            return Some((format!("`{}` must be a finite number, got {}", self.name, fmt_num(x)), false));
+        }
         match self.range {
             Range::Any => None,
             Range::Positive if x <= 0.0 || x.is_nan() => bad("greater than 0"),

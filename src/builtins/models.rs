@@ -66,8 +66,8 @@ fn llama(interp: &mut crate::eval::Interp, a: &Args) -> Result<Value, Diagnostic
     let model = ModelValue::built(spec, a.num("seed")? as u64, device, dtype);
     // Without vocab=, the script's teacher or tokenizer sizes it now, as the student slot
     // would: a model kept in a `let` and trained by name is then the model trained.
-    let model = match (model.vocab, interp.known_vocab()) {
-        (None, Some(v)) => model.with_vocab(v, interp.known_tokenizer()),
+    let model = match (model.vocab, interp.vocab_source()) {
+        (None, Some(src)) => model.with_vocab_from(&src),
         _ => model,
     };
     Ok(Value::Model(Rc::new(model)))

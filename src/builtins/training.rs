@@ -23,7 +23,7 @@ fn model_in(interp: &Interp, a: &Args, role: Role) -> Option<Rc<ModelValue>> {
 
 /// The tokenizer that turns the data into ids: the student's, the tokenizer slot's, or
 /// the teacher's.
-fn data_tokenizer(interp: &Interp, student: &ModelValue, teacher: Option<&ModelValue>) -> Option<Rc<TokenizerValue>> {
+pub(super) fn data_tokenizer(interp: &Interp, student: &ModelValue, teacher: Option<&ModelValue>) -> Option<Rc<TokenizerValue>> {
     student.tokenizer.clone().or_else(|| interp.known_tokenizer()).or_else(|| teacher.and_then(|t| t.tokenizer.clone()))
 }
 
@@ -31,12 +31,43 @@ fn engine_error(a: &Args, what: &str, e: String) -> Diagnostic {
     Diagnostic::error(e).label(a.call_span, what.to_string())
 }
 
-pub fn load_data(interp: &mut Interp, a: &Args, spec: &DataSpec, seq: usize, seed: u64, student: &ModelValue, teacher: Option<&ModelValue>) -> Result<(Dataset, Rc<TokenizerValue>), Diagnostic> {
+/// The ids a teacher reads must come from its own tokenizer: another tokenizer's ids
+/// give it nonsense, and the numbers are wrong with nothing to say so.
+pub(super) fn teacher_reads_same_tokens(a: &Args, tok: &TokenizerValue, teacher: &ModelValue) -> Result<(), Diagnostic> {
+    match &teacher.tokenizer {
+        Some(tt) if !tt.same_as(tok) => Err(Diagnostic::error(format!(
+            "the data would be tokenized with {} ({} entries), but the teacher reads {} ({} entries)",
+            tok.source,
+            tok.vocab(),
+            tt.source,
+            tt.vocab()
+        ))
+        .label(a.call_span, "the teacher would read another tokenizer's ids here")
+        .note("a teacher only understands ids from its own tokenizer")
+        .help("leave out the `tokenizer` slot (the student then takes the teacher's), or set `tokenizer tokenizer(teacher)`")),
+        _ => Ok(()),
+    }
+}
+
+/// Reads and tokenizes `spec` for `student`; `teacher` frames documents (its end-of-text
+/// token, its chat template), and when `teacher_reads` it is fed the same ids.
+pub fn load_data(
+    interp: &mut Interp,
+    a: &Args,
+    spec: &DataSpec,
+    (seq, seed): (usize, u64),
+    student: &ModelValue,
+    teacher: Option<&ModelValue>,
+    teacher_reads: bool,
+) -> Result<(Dataset, Rc<TokenizerValue>), Diagnostic> {
     let tok = data_tokenizer(interp, student, teacher).ok_or_else(|| {
         Diagnostic::error("no tokenizer to read the data with")
             .label(a.call_span, "here")
             .help("set one with `tokenizer tokenizer(\"tokenizer.json\")` or `tokenizer bpe(vocab=8000, from=\"corpus.txt\")`, or use a teacher that has one")
     })?;
+    if let (Some(t), true) = (teacher, teacher_reads) {
+        teacher_reads_same_tokens(a, &tok, t)?;
+    }
     let template = student.chat_template.clone().or_else(|| teacher.and_then(|t| t.chat_template.clone()));
     let opts = DataOptions {
         seq,
@@ -133,7 +164,7 @@ pub fn run_training(interp: &mut Interp, a: &Args, plan: &TrainPlan) -> Result<V
     // The teacher slot frames the data even when the loss does not use it, so runs with
     // and without a teacher see the same tokens.
     let framing = teacher.clone().or_else(|| model_in(interp, a, Role::Teacher));
-    let (data, tok) = load_data(interp, a, &plan.data, plan.seq, plan.seed, &student, framing.as_deref())?;
+    let (data, tok) = load_data(interp, a, &plan.data, (plan.seq, plan.seed), &student, framing.as_deref(), teacher.is_some())?;
     let student_w = student.weights().map_err(|e| engine_error(a, "training this student", e))?;
     let teacher_w = match &teacher {
         Some(t) => Some(teacher_weights(a, t, &a.string("teacher_dtype")?)?),
@@ -184,7 +215,7 @@ pub fn run_training(interp: &mut Interp, a: &Args, plan: &TrainPlan) -> Result<V
 pub fn run_eval(interp: &mut Interp, a: &Args, spec: &DataSpec, seq: usize, batch: usize) -> Result<Value, Diagnostic> {
     let model = model_in(interp, a, Role::Student).ok_or_else(|| super::actions::missing_slot("eval", Role::Student, a.call_span))?;
     let teacher = model_in(interp, a, Role::Teacher).filter(|t| t.vocab == model.vocab && !Rc::ptr_eq(t, &model));
-    let (data, _) = load_data(interp, a, spec, seq, 0, &model, teacher.as_deref())?;
+    let (data, _) = load_data(interp, a, spec, (seq, 0), &model, teacher.as_deref(), teacher.is_some())?;
     let w = model.weights().map_err(|e| engine_error(a, "evaluating this model", e))?;
     let tw = match &teacher {
         Some(t) => Some(t.weights().map_err(|e| engine_error(a, "comparing with this teacher", e))?),

@@ -278,7 +278,12 @@ impl Checker {
         self.state.slots.insert(role, a);
     }
 
+    /// The teacher's vocabulary, which a student without `vocab=` inherits — unless a
+    /// tokenizer slot is set: that wins (lang/roles.md), and is only read at run time.
     fn known_vocab(&self) -> Option<usize> {
+        if self.state.slots.contains_key(&Role::Tokenizer) {
+            return None;
+        }
         match self.state.slots.get(&Role::Teacher).and_then(|a| a.value.clone()) {
             Some(Value::Model(m)) => m.vocab,
             _ => None,

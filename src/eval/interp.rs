@@ -3,7 +3,7 @@
 //! or argument that caused them.
 
 use super::env::Scope;
-use super::value::{ModuleValue, StageValue, Value};
+use super::value::{ModuleValue, StageValue, Value, VocabSource};
 use crate::check::temperature::{self, Binding, TEMPERATURE};
 use crate::diag::{Diagnostic, FileId, Span};
 use crate::kind::{role_accepts, with_article};
@@ -149,8 +149,8 @@ impl Interp {
     pub fn set_slot(&mut self, role: Role, value: Value, span: Span) -> Result<(), Diagnostic> {
         let value = self.coerce_for_slot(role, value, span)?;
         let value = match (role, &value) {
-            (Role::Student, Value::Model(m)) if m.vocab.is_none() => match self.known_vocab() {
-                Some(v) => Value::Model(Rc::new(m.with_vocab(v, self.known_tokenizer()))),
+            (Role::Student, Value::Model(m)) if m.vocab.is_none() => match self.vocab_source() {
+                Some(src) => Value::Model(Rc::new(m.with_vocab_from(&src))),
                 None => value,
             },
             // A teacher built with llama(...) reads the tokenizer slot's vocabulary too.
@@ -164,29 +164,23 @@ impl Interp {
         Ok(())
     }
 
-    /// The tokenizer a student adopts: the tokenizer slot's, else the teacher's.
-    pub fn known_tokenizer(&self) -> Option<Rc<super::value::TokenizerValue>> {
+    /// Where a model without `vocab=` takes its vocabulary and its tokenizer from — both
+    /// from one place, by one rule (lang/roles.md#vocabulary): the tokenizer slot when it
+    /// is set, else the teacher. Taking the size from one and the tokenizer from the
+    /// other once fed one tokenizer's ids to a teacher trained on another's.
+    pub fn vocab_source(&self) -> Option<VocabSource> {
         if let Some(Value::Tokenizer(t)) = self.slot(Role::Tokenizer) {
-            return Some(t);
+            return Some(VocabSource { vocab: t.vocab(), tokenizer: Some(t), from: Role::Tokenizer });
         }
         match self.slot(Role::Teacher) {
-            Some(Value::Model(m)) => m.tokenizer.clone(),
+            Some(Value::Model(m)) => m.vocab.map(|vocab| VocabSource { vocab, tokenizer: m.tokenizer.clone(), from: Role::Teacher }),
             _ => None,
         }
     }
 
-    /// The vocabulary size a student without `vocab=` gets: the teacher's (logit terms
-    /// need the same tokens), else the tokenizer's.
-    pub fn known_vocab(&self) -> Option<usize> {
-        if let Some(Value::Model(m)) = self.slot(Role::Teacher) {
-            if m.vocab.is_some() {
-                return m.vocab;
-            }
-        }
-        if let Some(Value::Tokenizer(t)) = self.slot(Role::Tokenizer) {
-            return Some(t.vocab());
-        }
-        None
+    /// The tokenizer that reads text for a model that has none: the vocabulary source's.
+    pub fn known_tokenizer(&self) -> Option<Rc<super::value::TokenizerValue>> {
+        self.vocab_source().and_then(|s| s.tokenizer)
     }
 
     fn coerce_for_slot(&mut self, role: Role, value: Value, span: Span) -> Result<Value, Diagnostic> {

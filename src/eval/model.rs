@@ -38,6 +38,9 @@ pub struct ModelValue {
     pub eos: Vec<u32>,
     /// The model an adapter sits on.
     pub base: Option<Rc<ModelValue>>,
+    /// Where an inherited vocabulary came from ("the tokenizer slot's bpe(1 file)"), for
+    /// diagnostics; `None` when `vocab=` gave it or the checkpoint had it.
+    pub vocab_from: Option<String>,
     weights: RefCell<Option<Rc<Llama>>>,
 }
 
@@ -70,6 +73,7 @@ impl ModelValue {
             bos: None,
             eos: Vec::new(),
             base: None,
+            vocab_from: None,
             weights: RefCell::new(None),
         }
     }
@@ -118,6 +122,7 @@ impl ModelValue {
             bos: loaded.bos,
             eos: loaded.eos,
             base: None,
+            vocab_from: None,
             weights: RefCell::new(Some(Rc::new(model))),
         }
     }
@@ -134,6 +139,7 @@ impl ModelValue {
             bos: self.bos,
             eos: self.eos.clone(),
             base: self.base.clone(),
+            vocab_from: self.vocab_from.clone(),
             weights: RefCell::new(None),
         }
     }
@@ -145,6 +151,13 @@ impl ModelValue {
         if m.tokenizer.is_none() {
             m.tokenizer = tokenizer.filter(|t| t.vocab() <= vocab);
         }
+        m
+    }
+
+    /// `with_vocab` from the script's vocabulary source, remembering which it was.
+    pub fn with_vocab_from(&self, src: &super::VocabSource) -> ModelValue {
+        let mut m = self.with_vocab(src.vocab, src.tokenizer.clone());
+        m.vocab_from = Some(src.describe());
         m
     }
 

@@ -54,6 +54,33 @@ impl TokenizerValue {
     }
 }
 
+/// A vocabulary size with the tokenizer that goes with it, and the slot they came from
+/// (`Interp::vocab_source`).
+pub struct VocabSource {
+    pub vocab: usize,
+    pub tokenizer: Option<Rc<TokenizerValue>>,
+    pub from: crate::syntax::Role,
+}
+
+impl VocabSource {
+    /// "the tokenizer slot's bpe(1 file)", "the teacher".
+    pub fn describe(&self) -> String {
+        match (self.from, &self.tokenizer) {
+            (crate::syntax::Role::Tokenizer, Some(t)) => format!("the tokenizer slot's {}", t.source),
+            _ => "the teacher".to_string(),
+        }
+    }
+}
+
+impl TokenizerValue {
+    /// Whether two tokenizers turn text into the same ids (the same file, or the same
+    /// definition read twice).
+    pub fn same_as(&self, other: &TokenizerValue) -> bool {
+        std::ptr::eq(self, other)
+            || (self.vocab() == other.vocab() && self.tokenizer.to_string(false).ok() == other.tokenizer.to_string(false).ok())
+    }
+}
+
 /// What a finished `stage NAME { ... }` leaves behind: its role slots.
 pub struct StageValue {
     pub name: String,

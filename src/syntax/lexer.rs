@@ -16,11 +16,18 @@ fn number<'src>() -> impl Parser<'src, &'src str, Token, LexErr<'src>> + Clone {
         .then(exponent.or_not())
         .to_slice()
         .then(just('%').or_not())
-        .try_map(|(text, percent): (&str, Option<char>), sp| {
+        .validate(|(text, percent): (&str, Option<char>), e, emitter| {
             let clean: String = text.chars().filter(|c| *c != '_').collect();
-            let value: f64 = clean.parse().map_err(|_| Rich::custom(sp, format!("`{text}` is not a number")))?;
+            // The grammar above only admits well-formed literals, so parsing fails only by
+            // overflowing, which Rust reports as infinity; a script never means that. `validate`
+            // (not `try_map`) keeps the token, so the error is not followed by a second one
+            // for the exponent read as a name.
+            let value: f64 = clean.parse().unwrap_or(f64::INFINITY);
+            if !value.is_finite() {
+                emitter.emit(Rich::custom(e.span(), format!("`{text}` is too large for a number (the largest is about 1.8e308)")));
+            }
             // `20%` is sugar for 0.2, so fractions read as the seeds write them.
-            Ok(Token::Num(if percent.is_some() { value / 100.0 } else { value }))
+            Token::Num(if percent.is_some() { value / 100.0 } else { value })
         })
 }
 
