@@ -8,6 +8,7 @@
 
 pub mod atomic;
 pub mod builtins;
+pub mod checksum;
 pub mod check;
 pub mod diag;
 pub mod engine;

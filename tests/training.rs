@@ -163,3 +163,119 @@ fn gradient_accumulation_keeps_the_loss_scale() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+fn run_fails(script: &Path) -> String {
+    let out = kdl(script).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "kdl should fail with a script error:\n{text}");
+    assert!(!text.contains("panicked") && !text.contains("RUST_BACKTRACE"), "no panic:\n{text}");
+    text
+}
+
+fn step_dirs(run: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(run).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("step-")).collect();
+    v.sort();
+    v
+}
+
+/// Flips one byte in the middle of a file's tensor data.
+fn flip_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = bytes.len() * 3 / 4;
+    bytes[at] ^= 0x40;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_rerun_writes_a_fresh_folder_and_keeps_the_earlier_run() {
+    let dir = workdir("rerun");
+    let run = dir.join("runs/r");
+    let s = script(&dir, &format!("steps=2, batch=2, seq=32, out={:?}", run.display().to_string()), "1e-3");
+    run_ok(&s);
+    let first = std::fs::read(run.join("step-000002/model.safetensors")).unwrap();
+    let again = run_ok(&s);
+    assert!(again.contains("holds an earlier run, kept as it is") && again.contains("runs/r-2"), "{again}");
+    assert!(dir.join("runs/r-2/step-000002/run_state.json").is_file());
+    assert_eq!(std::fs::read(run.join("step-000002/model.safetensors")).unwrap(), first, "the earlier run is untouched");
+    assert!(run_ok(&s).contains("runs/r-3"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn only_the_newest_checkpoints_stay_and_the_folder_size_is_printed() {
+    let dir = workdir("keep");
+    let (two, all) = (dir.join("runs/two"), dir.join("runs/all"));
+    let out = run_ok(&script(&dir, &format!("steps=5, batch=2, seq=32, save_every=1, out={:?}", two.display().to_string()), "1e-3"));
+    assert_eq!(step_dirs(&two), ["step-000004", "step-000005"]);
+    assert!(out.contains("on disk, the newest 2 checkpoints kept"), "{out}");
+    run_ok(&script(&dir, &format!("steps=5, batch=2, seq=32, save_every=1, keep_checkpoints=0, out={:?}", all.display().to_string()), "1e-3"));
+    assert_eq!(step_dirs(&all).len(), 5);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_damaged_checkpoint_is_named_and_resume_falls_back_to_the_intact_one() {
+    let dir = workdir("damaged");
+    let (whole, hurt) = (dir.join("runs/whole"), dir.join("runs/hurt"));
+    let args = |out: &Path, key: &str| format!("steps=6, batch=2, seq=32, save_every=3, {key}={:?}", out.display().to_string());
+    run_ok(&script(&dir, &args(&whole, "out"), "3e-3"));
+    run_ok(&script(&dir, &args(&hurt, "out"), "3e-3"));
+    let newest = hurt.join("step-000006");
+    flip_byte(&newest.join("model.safetensors"));
+    // Loading it names the file instead of handing back changed weights.
+    let check = dir.join("load.kd");
+    std::fs::write(&check, format!("let m = load({:?})", newest.display().to_string())).unwrap();
+    let err = run_fails(&check);
+    assert!(err.contains("model.safetensors") && err.contains("changed since it was written"), "{err}");
+    // Resuming the run passes over it, says which file, and continues from step 3.
+    let out = run_ok(&script(&dir, &args(&hurt, "resume"), "3e-3"));
+    assert!(out.contains("passing over a damaged checkpoint") && out.contains("step-000006/model.safetensors"), "{out}");
+    assert!(out.contains("step-000003 at step 3 of 6"), "{out}");
+    assert_eq!(losses(&whole), losses(&hurt), "the fallback replays the same curve");
+    // A damaged step folder named by hand is an error, not a silent load.
+    flip_byte(&hurt.join("step-000003/optimizer.safetensors"));
+    let err = run_fails(&script(&dir, &args(&hurt.join("step-000003"), "resume"), "3e-3"));
+    assert!(err.contains("optimizer.safetensors"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A tmpfs of `mb` MB at `at`, if this machine lets the test mount one (root in a
+/// container that allows it); `None` skips the disk tests with a note.
+fn small_disk(at: &Path, mb: u32) -> Option<()> {
+    std::fs::create_dir_all(at).ok()?;
+    let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"]).arg(at).stderr(Stdio::null()).status().ok()?.success();
+    if !ok {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root and mount rights)");
+    }
+    ok.then_some(())
+}
+
+fn unmount(at: &Path) {
+    let _ = Command::new("umount").arg(at).status();
+}
+
+#[test]
+fn a_full_or_read_only_disk_is_a_clear_error_and_earlier_checkpoints_stay_intact() {
+    let dir = workdir("disk");
+    let disk = dir.join("disk");
+    if small_disk(&disk, 4).is_none() {
+        return;
+    }
+    // Each checkpoint is ~1.4 MB: the third does not fit in 4 MB.
+    let run = disk.join("run");
+    let err = run_fails(&script(&dir, &format!("steps=20, batch=2, seq=32, save_every=1, keep_checkpoints=0, out={:?}", run.display().to_string()), "1e-3"));
+    assert!(err.contains("No space left on device"), "{err}");
+    let kept = step_dirs(&run);
+    assert!(!kept.is_empty() && kept.iter().all(|n| !n.contains('.')), "whole checkpoints only: {kept:?}");
+    let check = dir.join("load.kd");
+    std::fs::write(&check, format!("let m = load({:?})\nprint m.layers", run.join(kept.last().unwrap()).display().to_string())).unwrap();
+    assert!(run_ok(&check).contains('1'), "the last checkpoint written still verifies and loads");
+    // Read-only: resuming cannot write, says so, and changes nothing.
+    let ro = Command::new("mount").args(["-o", "remount,ro"]).arg(&disk).status().unwrap();
+    assert!(ro.success());
+    let err = run_fails(&script(&dir, &format!("steps=20, batch=2, seq=32, save_every=1, resume={:?}", run.display().to_string()), "1e-3"));
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert!(run_ok(&check).contains('1'));
+    unmount(&disk);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -42,6 +42,20 @@ pub enum Family {
 }
 
 impl Family {
+    /// Every family, in the order the reference (lang/builtins.md) and `:help` list them.
+    pub const ALL: [Family; 10] = [
+        Family::Core,
+        Family::Models,
+        Family::Losses,
+        Family::Schedules,
+        Family::Optim,
+        Family::Data,
+        Family::Inference,
+        Family::Explore,
+        Family::Actions,
+        Family::Replay,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Family::Core => "core",

@@ -120,33 +120,45 @@ pub fn script_runs(interp: &Interp) -> PathBuf {
 }
 
 /// Where the run writes and which checkpoint it continues from.
+///
+/// A folder that already holds a run is never written into: a re-run of the same script
+/// goes to `NAME-2`, `NAME-3`, ... with a note (lang/training.md#run-folders), whether
+/// the folder came from `out=` or the default; `resume=` is how a run continues one.
 fn run_dirs(interp: &Interp, a: &Args, plan: &TrainPlan) -> Result<(PathBuf, Option<PathBuf>), Diagnostic> {
     if let Some(r) = &plan.resume {
         let given = interp.resolve_path(r);
-        // A run folder (take its newest checkpoint) or one checkpoint folder.
-        let (run, ckpt) = if given.join("run_state.json").is_file() {
-            (given.parent().map(Path::to_path_buf).unwrap_or_default(), Some(given.clone()))
-        } else {
-            (given.clone(), checkpoint::latest(&given))
-        };
-        let ckpt = ckpt.ok_or_else(|| {
-            a.error("resume", format!("{} holds no checkpoint to resume from", given.display()))
-                .help("give a run folder written by train(out=...) with save_every=, or one of its step-N folders")
-        })?;
-        return Ok((run, Some(ckpt)));
-    }
-    let out = match &plan.out {
-        Some(o) => {
-            let dir = interp.resolve_path(o);
-            if checkpoint::latest(&dir).is_some() {
-                return Err(a
-                    .error("out", format!("{} already holds a run", dir.display()))
-                    .help(format!("continue it with resume={o:?}, or choose another out=")));
-            }
-            dir
+        if given.join("run_state.json").is_file() {
+            // One checkpoint named by hand: it must be intact, there is no other to take.
+            checkpoint::verify(&given).map_err(|e| {
+                a.error("resume", e).help("resume from the run folder instead: it falls back to the newest checkpoint that verifies")
+            })?;
+            return Ok((given.parent().map(Path::to_path_buf).unwrap_or_default(), Some(given)));
         }
-        None => fresh_run_dir(script_runs(interp)),
+        let (ckpt, skipped) = checkpoint::latest_intact(&given);
+        for why in &skipped {
+            interp.say(&format!("warning: passing over a damaged checkpoint: {why}"));
+        }
+        let ckpt = ckpt.ok_or_else(|| match skipped.first() {
+            Some(why) => a.error("resume", format!("no checkpoint in {} verifies; the newest: {why}", given.display())).help("start the run again without resume="),
+            None => a
+                .error("resume", format!("{} holds no checkpoint to resume from", given.display()))
+                .help("give a run folder written by train(out=...) with save_every=, or one of its step-N folders"),
+        })?;
+        return Ok((given, Some(ckpt)));
+    }
+    let base = match &plan.out {
+        Some(o) => interp.resolve_path(o),
+        None => script_runs(interp),
     };
+    let out = fresh_run_dir(base.clone());
+    if out != base {
+        interp.say(&format!(
+            "note: {} holds an earlier run, kept as it is; this run writes {} (train(resume={:?}) continues the earlier one)",
+            base.display(),
+            out.display(),
+            base.display().to_string()
+        ));
+    }
     Ok((out, None))
 }
 

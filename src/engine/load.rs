@@ -58,6 +58,8 @@ pub fn alias(name: &str) -> Option<Result<PathBuf, String>> {
 /// Loads a folder or a GGUF file onto `device` in `kind`.
 pub fn load_model(path: &Path, device: Device, kind: Kind) -> Result<LoadedModel, String> {
     let mut loaded = if path.is_dir() {
+        // A folder kdl wrote lists its files' checksums; one changed on disk stops here.
+        crate::checksum::verify(path)?;
         load_hf(path, device)?
     } else if path.is_file() {
         if path.extension().and_then(|e| e.to_str()) != Some("gguf") {

@@ -12,10 +12,42 @@ fn io_error(path: &Path, e: std::io::Error, at: Span) -> Diagnostic {
         .help("check that the folder exists and is writable")
 }
 
+/// A file extension in the last part of `path` (`x.gguf` → `gguf`); a version-like
+/// suffix (`run-v1.2`) is part of a folder's name, not an extension.
+fn extension(path: &str) -> Option<String> {
+    let ext = Path::new(path).extension()?.to_str()?;
+    ext.chars().any(|c| c.is_ascii_alphabetic()).then(|| ext.to_ascii_lowercase())
+}
+
+/// What `save` writes for each kind, so a path that promises another format is an error
+/// before anything is written, not a folder named `x.gguf`.
+fn check_format(value: &Value, p: &str, path_at: Span) -> Result<(), Diagnostic> {
+    let ext = extension(p);
+    let (ok, what, help) = match value {
+        Value::Model(_) => (
+            ext.is_none(),
+            "a model is saved as a Hugging Face folder (config.json, model.safetensors, tokenizer files)",
+            match ext.as_deref() {
+                Some("gguf") => "GGUF export is not supported yet: save to a folder (e.g. \"out/model\") and convert it with llama.cpp's convert_hf_to_gguf.py",
+                _ => "give a folder path without an extension, e.g. \"out/model\"",
+            },
+        ),
+        Value::Tensor(_) => (ext.as_deref() == Some("safetensors"), "a tensor is saved as a .safetensors file", "end the path with .safetensors"),
+        Value::Tokenizer(_) => (ext.as_deref() == Some("json"), "a tokenizer is saved as a Hugging Face tokenizer.json", "end the path with .json, e.g. \"out/tokenizer.json\""),
+        _ => (true, "", ""),
+    };
+    if ok {
+        return Ok(());
+    }
+    let shown = ext.map(|e| format!("`.{e}`")).unwrap_or_else(|| "no extension".into());
+    Err(Diagnostic::error(format!("cannot save to {p:?}: {what}, and this path has {shown}")).label(path_at, "this path").help(help))
+}
+
 pub fn save(interp: &mut Interp, value: &Value, path: &Value, value_at: Span, path_at: Span) -> Result<(), Diagnostic> {
     let Value::Str(p) = path else {
         return Err(Diagnostic::error("`save ... to` needs a path string").label(path_at, format!("this is {}", with_article(path.kind()))));
     };
+    check_format(value, p, path_at)?;
     let target = interp.resolve_path(p);
     match value {
         Value::Model(m) => {

@@ -21,6 +21,8 @@ pub struct TrainPlan {
     pub seed: u64,
     pub eval_every: Option<u64>,
     pub save_every: Option<u64>,
+    /// How many of the newest checkpoints a run keeps (0: all).
+    pub keep_checkpoints: usize,
     pub out: Option<String>,
     pub resume: Option<String>,
     /// The student is a LoRA adapter: what it is and how many parameters train.

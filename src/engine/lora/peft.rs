@@ -108,6 +108,7 @@ pub fn read_pairs(dir: &Path) -> Result<BTreeMap<String, Tensor>, String> {
 
 /// The adapter in `dir` on `base`: `base` with the adapter's layers, its pairs read.
 pub fn load_adapter(dir: &Path, base: &Llama) -> Result<Llama, String> {
+    crate::checksum::verify(dir)?;
     let (config, _) = read_config(dir)?;
     let model = base.with_lora(&config, 0)?;
     let file = dir.join(WEIGHTS_FILE);

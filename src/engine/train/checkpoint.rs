@@ -1,7 +1,8 @@
 //! Run checkpoints: `RUN/step-NNNNNN/` holds the student as a Hugging Face folder plus
 //! what resuming needs — optimizer moments, learned loss projections, the data sampler's
 //! position and the step. Each folder is written beside its target and renamed into
-//! place, so a killed run leaves only whole checkpoints; resuming takes the newest one.
+//! place, so a killed run leaves only whole checkpoints; resuming takes the newest one
+//! whose checksums verify (crate::checksum), and only the newest `keep` are kept.
 
 use crate::engine::checkpoint::{safetensors_bytes, save_hf_dir, SpecialTokens};
 use crate::engine::data::Sampler;
@@ -59,16 +60,59 @@ pub fn save(run: &Path, snap: &Snapshot) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-/// The newest complete checkpoint of a run, if any.
-pub fn latest(run: &Path) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(run)
-        .ok()?
+/// A run's checkpoint folders, oldest first.
+fn step_dirs(run: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(run) else { return Vec::new() };
+    let mut dirs: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && !n.contains('.')))
         .filter(|p| p.join("run_state.json").is_file())
         .collect();
     dirs.sort();
-    dirs.pop()
+    dirs
+}
+
+/// The newest complete checkpoint of a run, if any.
+pub fn latest(run: &Path) -> Option<PathBuf> {
+    step_dirs(run).pop()
+}
+
+/// Whether `dir` is a checkpoint to trust: its manifest lists every file and each
+/// matches. A checkpoint without one was not written whole by kdl.
+pub fn verify(dir: &Path) -> Result<(), String> {
+    match crate::checksum::verify(dir)? {
+        crate::checksum::Integrity::Verified => Ok(()),
+        crate::checksum::Integrity::Unchecked => Err(format!("{}: no {} (the checkpoint was not written whole)", dir.display(), crate::checksum::MANIFEST)),
+    }
+}
+
+/// The newest checkpoint of `run` that verifies, and why each newer one was passed over.
+pub fn latest_intact(run: &Path) -> (Option<PathBuf>, Vec<String>) {
+    let mut skipped = Vec::new();
+    for dir in step_dirs(run).into_iter().rev() {
+        match verify(&dir) {
+            Ok(()) => return (Some(dir), skipped),
+            Err(e) => skipped.push(e),
+        }
+    }
+    (None, skipped)
+}
+
+/// Removes all but the newest `keep` checkpoints (0 keeps every one). Only folders that
+/// verify count towards `keep`, so a damaged newest checkpoint never costs the last good one.
+pub fn prune(run: &Path, keep: usize) -> Result<(), String> {
+    if keep == 0 {
+        return Ok(());
+    }
+    let mut intact = 0;
+    for dir in step_dirs(run).into_iter().rev() {
+        if intact >= keep {
+            std::fs::remove_dir_all(&dir).map_err(|e| format!("cannot remove the old checkpoint {}: {e}", dir.display()))?;
+        } else if verify(&dir).is_ok() {
+            intact += 1;
+        }
+    }
+    Ok(())
 }
 
 pub fn read_state(dir: &Path) -> Result<RunState, String> {

@@ -113,7 +113,9 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
             special: &run.special,
             extra: &run.extra,
         };
-        checkpoint::save(out, &snap).map(Some)
+        let dir = checkpoint::save(out, &snap)?;
+        checkpoint::prune(out, plan.keep_checkpoints)?;
+        Ok(Some(dir))
     };
     crate::interrupt::clear();
     let mut speeds = Vec::new();
@@ -166,8 +168,11 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
         }
         if !loss_sum.is_finite() {
             progress.finish();
-            let kept = match &outcome.last_checkpoint {
-                Some(c) => format!("the last good checkpoint is {}", c.display()),
+            // Only a checkpoint that verifies is called good: one changed on disk may be
+            // the very reason the loss broke.
+            let kept = match outcome.last_checkpoint.as_deref().map(|c| (c, checkpoint::verify(c))) {
+                Some((c, Ok(()))) => format!("the last good checkpoint is {} (verified)", c.display()),
+                Some((_, Err(e))) => format!("the last checkpoint does not verify ({e})"),
                 None => "no checkpoint was written before it".into(),
             };
             return Err(format!("the loss became {loss_sum} at step {}; training stopped and {kept} (lower the learning rate or add clipping)", step + 1));
@@ -236,6 +241,10 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
     let student_params = run.student.spec.params().unwrap_or(0);
     let teacher = run.teacher.map(|t| (t.spec.params().unwrap_or(0), outcome.teacher_val));
     log(&summary_table(teacher, (student_params, outcome.val)));
+    if let Some(out) = &run.out {
+        let kept = if plan.keep_checkpoints == 0 { "every checkpoint kept".to_string() } else if plan.keep_checkpoints == 1 { "the newest checkpoint kept (keep_checkpoints=)".to_string() } else { format!("the newest {} checkpoints kept (keep_checkpoints=)", plan.keep_checkpoints) };
+        log(&format!("run folder {}: {} on disk, {kept}", out.display(), report::fmt_bytes(report::folder_bytes(out))));
+    }
     Ok(outcome)
 }
 

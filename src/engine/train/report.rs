@@ -134,3 +134,28 @@ pub fn summary_table(teacher: Option<(u64, Option<EvalResult>)>, student: (u64, 
     }
     out.trim_end().to_string()
 }
+
+/// Bytes under `dir`, counted through sub-folders (a run folder and its checkpoints).
+pub fn folder_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => folder_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// "412.3 MB": a size as people read it (decimal units, as `du -h --si`).
+pub fn fmt_bytes(n: u64) -> String {
+    let units = ["bytes", "kB", "MB", "GB", "TB"];
+    let mut x = n as f64;
+    let mut u = 0;
+    while x >= 1000.0 && u + 1 < units.len() {
+        x /= 1000.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} bytes") } else { format!("{x:.1} {}", units[u]) }
+}
