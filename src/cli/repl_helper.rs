@@ -40,35 +40,52 @@ fn enclosing_call(before: &str) -> Option<&str> {
     None
 }
 
+/// Argument names already given in the call the cursor is in: `kl(T=2, |` -> [T].
+fn given_arguments(before: &str) -> Vec<String> {
+    let open = before.rfind('(').map(|i| i + 1).unwrap_or(0);
+    before[open..].split(',').filter_map(|part| part.split_once('=')).map(|(name, _)| name.trim().to_string()).collect()
+}
+
+/// What Tab offers at `pos`: where the replaced word starts, and the words. Right after
+/// `kl(` or `, ` (no word yet) it lists the call's arguments not given yet; after a
+/// word's first letters, everything that starts with them.
+pub fn candidates(line: &str, pos: usize, names: &[String]) -> (usize, Vec<String>) {
+    let before = &line[..pos];
+    let start = before.rfind(|c: char| !is_word(c)).map(|i| i + 1).unwrap_or(0);
+    let word = &before[start..];
+    let call = enclosing_call(before).and_then(kdl::builtins::lookup);
+    let mut words: Vec<String> = Vec::new();
+    if word.starts_with(':') {
+        words.extend(super::help::COMMANDS.iter().map(|(c, _)| c.split(' ').next().unwrap_or(c).to_string()));
+    } else if word.is_empty() {
+        let given = given_arguments(before);
+        if let Some(b) = call {
+            words.extend(b.params.iter().filter(|p| !given.iter().any(|g| g == p.name)).map(|p| format!("{}=", p.name)));
+        }
+        return (start, words);
+    } else {
+        if let Some(b) = call {
+            words.extend(b.params.iter().map(|p| format!("{}=", p.name)));
+        }
+        words.extend(Keyword::ALL.iter().map(|k| k.as_str().to_string()));
+        words.extend(Role::ALL.iter().map(|r| r.name().to_string()));
+        words.extend(kdl::builtins::all().iter().map(|b| b.name.to_string()));
+        words.extend(kdl::builtins::constants().iter().map(|(n, _, _)| n.to_string()));
+        words.extend(kdl::loader::stdlib_names().iter().map(|s| s.to_string()));
+        words.extend(names.iter().cloned());
+    }
+    words.sort();
+    words.dedup();
+    words.retain(|w| w.starts_with(word));
+    (start, words)
+}
+
 impl Completer for KdlHelper {
     type Candidate = Pair;
 
     fn complete(&self, line: &str, pos: usize, _: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
-        let before = &line[..pos];
-        let start = before.rfind(|c: char| !is_word(c)).map(|i| i + 1).unwrap_or(0);
-        let word = &before[start..];
-        let mut words: Vec<String> = Vec::new();
-        if word.starts_with(':') {
-            words.extend(super::help::COMMANDS.iter().map(|(c, _)| c.split(' ').next().unwrap_or(c).to_string()));
-        } else {
-            if let Some(b) = enclosing_call(before).and_then(kdl::builtins::lookup) {
-                words.extend(b.params.iter().map(|p| format!("{}=", p.name)));
-            }
-            words.extend(Keyword::ALL.iter().map(|k| k.as_str().to_string()));
-            words.extend(Role::ALL.iter().map(|r| r.name().to_string()));
-            words.extend(kdl::builtins::all().iter().map(|b| b.name.to_string()));
-            words.extend(kdl::builtins::constants().iter().map(|(n, _, _)| n.to_string()));
-            words.extend(kdl::loader::stdlib_names().iter().map(|s| s.to_string()));
-            words.extend(self.names.borrow().iter().cloned());
-        }
-        words.sort();
-        words.dedup();
-        let pairs = words
-            .into_iter()
-            .filter(|w| w.starts_with(word) && !word.is_empty())
-            .map(|w| Pair { display: w.clone(), replacement: w })
-            .collect();
-        Ok((start, pairs))
+        let (start, words) = candidates(line, pos, &self.names.borrow());
+        Ok((start, words.into_iter().map(|w| Pair { display: w.clone(), replacement: w }).collect()))
     }
 }
 
@@ -218,5 +235,17 @@ mod tests {
         assert_eq!(enclosing_call("x = adamw(lr=1, w"), Some("adamw"));
         assert_eq!(enclosing_call("llama(layers=f(2), d"), Some("llama"));
         assert_eq!(enclosing_call("print 1"), None);
+    }
+
+    #[test]
+    fn tab_after_an_open_bracket_lists_the_arguments() {
+        let (at, words) = candidates("loss kl(", 8, &[]);
+        assert_eq!(at, 8);
+        assert!(words.contains(&"T=".to_string()), "{words:?}");
+        assert!(words.iter().all(|w| w.ends_with('=')), "only arguments: {words:?}");
+        let (_, rest) = candidates("x = adamw(lr=1e-3, ", 19, &[]);
+        assert!(!rest.contains(&"lr=".to_string()) && rest.contains(&"wd=".to_string()), "{rest:?}");
+        assert!(candidates("print ", 6, &[]).1.is_empty(), "no call, no word: nothing to list");
+        assert!(candidates("print stu", 9, &[]).1.contains(&"student".to_string()));
     }
 }
