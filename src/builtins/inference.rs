@@ -172,18 +172,19 @@ fn run_generation(interp: &mut Interp, a: &Args, m: &ModelValue, prompt: &[u32],
     crate::interrupt::clear();
     let mut shown = 0usize; // bytes of decoded text already written
     let mut so_far: Vec<u32> = Vec::new();
-    let decode = |ids: &[u32]| -> String {
+    let decode_raw = |ids: &[u32]| -> String {
         match tok {
             Some(t) => t.tokenizer.decode(ids, true).unwrap_or_default(),
             None => ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "),
         }
     };
+    // Never a character cut short: its bytes wait for the rest, and are dropped at the end.
+    let decode = |ids: &[u32]| crate::engine::bpe::decode_complete(decode_raw, ids);
     let (new, stop) = generate(&w, prompt, max, &s, &m.eos, |id| {
         so_far.push(id);
         if stream {
             let text = decode(&so_far);
-            // Hold back a partial UTF-8 character until its last byte arrives.
-            if !text.ends_with('\u{FFFD}') && text.len() >= shown && text.is_char_boundary(shown) {
+            if text.len() >= shown && text.is_char_boundary(shown) {
                 let mut o = out.borrow_mut();
                 let _ = write!(o, "{}", printable(&text[shown..]));
                 let _ = o.flush();

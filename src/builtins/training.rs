@@ -223,6 +223,22 @@ pub fn run_training(interp: &mut Interp, a: &Args, plan: &TrainPlan) -> Result<V
     Ok(Value::Num(ppl))
 }
 
+/// What `eval` measured on, for its line: "val" for a validation split, else the name
+/// the data was given by (`eval(data=hard)` → "hard"), else what it is.
+fn eval_label(interp: &Interp, a: &Args, spec: &DataSpec, blocks: usize, on_val: bool) -> String {
+    if on_val {
+        return "val".into();
+    }
+    let written = if a.given("data") { interp.loader.borrow().sources.slice(a.span("data")).trim().to_string() } else { String::new() };
+    if !written.is_empty() && written.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        return written;
+    }
+    match spec.subset {
+        Some(_) => format!("hard set ({blocks} blocks)"),
+        None => format!("all {blocks} blocks"),
+    }
+}
+
 /// `eval(...)`: validation loss and perplexity; returns the perplexity.
 pub fn run_eval(interp: &mut Interp, a: &Args, spec: &DataSpec, seq: usize, batch: usize) -> Result<Value, Diagnostic> {
     let model = model_in(interp, a, Role::Student).ok_or_else(|| super::actions::missing_slot("eval", Role::Student, a.call_span))?;
@@ -237,6 +253,8 @@ pub fn run_eval(interp: &mut Interp, a: &Args, spec: &DataSpec, seq: usize, batc
     // there is one, else on every block.
     let blocks = if spec.subset.is_none() && data.val.len() > 0 { &data.val } else { &data.train };
     let result = train::evaluate::evaluate(&w, tw.as_deref(), blocks, batch).ok_or_else(|| engine_error(a, "evaluating here", "the data has no tokens to evaluate on".into()))?;
-    interp.say(&train::report::describe_eval(&result));
+    let label = eval_label(interp, a, spec, blocks.len(), std::ptr::eq(blocks, &data.val));
+    let line = train::report::describe_eval(&result);
+    interp.say(&if label == "val" { line } else { line.replacen("val loss", &format!("{label}: loss"), 1) });
     Ok(Value::Num(result.ppl))
 }

@@ -39,6 +39,25 @@ pub fn train_bpe(files: &[PathBuf], vocab: usize, min_frequency: u64) -> Result<
     Ok(tokenizer)
 }
 
+/// The text of `ids` without a character cut short at the end. When generation stops
+/// (`max=`) inside a multi-byte character — one Bengali letter is three byte tokens — the
+/// decoder shows its first bytes as U+FFFD; that tail is held back, as streaming does,
+/// rather than printed as garbage. A U+FFFD the model really chose is kept.
+pub fn decode_complete(decode: impl Fn(&[u32]) -> String, ids: &[u32]) -> String {
+    let full = decode(ids);
+    if !full.ends_with('\u{FFFD}') {
+        return full;
+    }
+    // A UTF-8 character is at most 4 bytes, so at most 3 of them can be left waiting.
+    for cut in 1..=3.min(ids.len()) {
+        let shorter = decode(&ids[..ids.len() - cut]);
+        if !shorter.ends_with('\u{FFFD}') && full.starts_with(&shorter) && full[shorter.len()..].chars().all(|c| c == '\u{FFFD}') {
+            return shorter;
+        }
+    }
+    full
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,6 +76,15 @@ mod tests {
         assert_eq!(tok.decode(&ids, false).unwrap(), text);
         // "the whale" was merged into fewer tokens than its 9 bytes.
         assert!(tok.encode("the whale", false).unwrap().get_ids().len() < 9);
+        // Bengali is unseen here, so each letter is 3 byte tokens: cutting inside one drops
+        // it instead of ending in U+FFFD.
+        let bangla = tok.encode("আমি বাংলা", false).unwrap().get_ids().to_vec();
+        let decode = |ids: &[u32]| tok.decode(ids, false).unwrap();
+        for cut in 1..bangla.len() {
+            let text = decode_complete(decode, &bangla[..cut]);
+            assert!(!text.contains('\u{FFFD}') && "আমি বাংলা".starts_with(&text), "cut at {cut}: {text:?}");
+        }
+        assert_eq!(decode_complete(decode, &bangla), "আমি বাংলা");
         std::fs::remove_dir_all(&dir).ok();
     }
 }
