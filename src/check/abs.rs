@@ -21,6 +21,9 @@ pub struct FuncSig {
     pub name: String,
     pub params: Vec<(String, bool)>,
     pub returns: Abs,
+    /// The body, checked again at each call for what only the call site knows: the role
+    /// slots a `train` or `eval` inside reads (def bodies are late-bound).
+    pub body: Option<Rc<crate::syntax::SExpr>>,
 }
 
 impl Abs {

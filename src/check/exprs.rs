@@ -240,6 +240,7 @@ impl Checker {
             for d in diags {
                 self.report(d);
             }
+            self.recheck_at_call(&sig, span);
             return sig.returns.clone();
         }
         // `ce(student)`, `ce(teacher)`: a loss bound to one model (the evaluator checks which).
@@ -347,7 +348,7 @@ impl Checker {
         let given = |role: Role| -> Option<Abs> { arg(role.name()).or_else(|| if role == Role::Data { arg("on") } else { None }) };
         for role in b.slots {
             if given(*role).is_none() && !self.state.slots.contains_key(role) {
-                self.report(builtins::missing_slot(b.name, *role, span));
+                self.slot_problem(builtins::missing_slot(b.name, *role, span));
             }
         }
         if b.name == "train" {
@@ -359,7 +360,7 @@ impl Checker {
                         Some(Value::Loss(x)) => Some(builtins::teacher_terms(x)),
                         _ => None,
                     };
-                    self.report(builtins::missing_teacher(terms, span));
+                    self.slot_problem(builtins::missing_teacher(terms, span));
                 }
             }
             let named = |n: &str| b.params.iter().position(|p| p.name == n).is_some_and(|i| slots[i].is_some());

@@ -42,6 +42,13 @@ pub struct Checker {
     file: FileId,
     /// The REPL may redefine names; files may not.
     pub allow_redefinition: bool,
+    /// Above 0 while a def's body is checked where it is defined: slot problems wait for
+    /// the call site, where the slots are known.
+    def_bodies: usize,
+    /// While a def's body is checked again at a call: the slot problems found, and the
+    /// defs being re-checked (so a recursive def is re-checked once).
+    call_site: Option<Vec<Diagnostic>>,
+    rechecking: Vec<String>,
 }
 
 impl Checker {
@@ -55,6 +62,9 @@ impl Checker {
             diags: Vec::new(),
             file: FileId(0),
             allow_redefinition: false,
+            def_bodies: 0,
+            call_site: None,
+            rechecking: Vec::new(),
         }
     }
 
@@ -83,5 +93,15 @@ impl Checker {
 
     fn report(&mut self, d: Diagnostic) {
         self.diags.push(d);
+    }
+
+    /// A problem that depends on the role slots: reported now at the top level, kept for
+    /// the call site inside a def body.
+    fn slot_problem(&mut self, d: Diagnostic) {
+        if let Some(found) = &mut self.call_site {
+            found.push(d);
+        } else if self.def_bodies == 0 {
+            self.diags.push(d);
+        }
     }
 }

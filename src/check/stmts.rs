@@ -172,8 +172,9 @@ impl Checker {
         let defaults: Vec<Abs> = params.iter().map(|p| p.default.as_ref().map(|d| self.expr(d)).unwrap_or_else(Abs::any)).collect();
         let shape: Vec<(String, bool)> = params.iter().map(|p| (p.name.node.clone(), p.default.is_none())).collect();
         // The def may call itself: its name is visible in its body.
-        let provisional = FuncSig { name: name.node.clone(), params: shape.clone(), returns: Abs::any() };
+        let provisional = FuncSig { name: name.node.clone(), params: shape.clone(), returns: Abs::any(), body: None };
         // The body is checked once with parameters of unknown value: kinds only.
+        self.def_bodies += 1;
         let returns = self.with_scope(|c| {
             c.bind_local(&name.node, Abs { func: Some(Rc::new(provisional)), ..Abs::of(Kinds::FUNCTION) }, name.span);
             for (p, d) in params.iter().zip(defaults) {
@@ -182,13 +183,40 @@ impl Checker {
             }
             c.statement_expr(body, &[body])
         });
+        self.def_bodies -= 1;
         let sig = FuncSig {
             name: name.node.clone(),
             params: shape,
             returns: returns.unknown_value(),
+            body: Some(Rc::new(body.clone())),
         };
         let abs = Abs { func: Some(Rc::new(sig)), ..Abs::of(Kinds::FUNCTION) };
         self.define(name, abs, true);
+    }
+
+    /// A call of a def: its body again, with the slots as they are here. Only slot
+    /// problems count (everything else was reported at the def), each also labelled at
+    /// this call.
+    pub(crate) fn recheck_at_call(&mut self, sig: &FuncSig, call: Span) {
+        let Some(body) = sig.body.clone() else { return };
+        if self.def_bodies > 0 || self.rechecking.contains(&sig.name) {
+            return;
+        }
+        self.rechecking.push(sig.name.clone());
+        let mark = self.diags.len();
+        let outer = self.call_site.replace(Vec::new());
+        self.with_scope(|c| {
+            for (p, _) in &sig.params {
+                c.bind_local(p, Abs::any(), body.span);
+            }
+            c.statement_expr_unlinted(&body, &[&body]);
+        });
+        self.diags.truncate(mark);
+        let found = std::mem::replace(&mut self.call_site, outer).unwrap_or_default();
+        self.rechecking.pop();
+        for d in found {
+            self.slot_problem(d.label(call, format!("`{}` is called here", sig.name)));
+        }
     }
 
     fn use_(&mut self, target: &UseTarget) {
