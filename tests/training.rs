@@ -279,3 +279,24 @@ fn a_full_or_read_only_disk_is_a_clear_error_and_earlier_checkpoints_stay_intact
     unmount(&disk);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A bf16 student says so in the plan, and its checkpoint is bf16 — tensors and config —
+/// not an f32 folder that claims a precision it was not trained in.
+#[test]
+fn a_bf16_student_is_named_in_the_plan_and_saved_as_bf16() {
+    let dir = workdir("bf16");
+    let run = dir.join("runs/bf16");
+    let s = script(&dir, &format!("steps=2, batch=2, seq=32, out={:?}", run.display().to_string()), "1e-3");
+    let text = std::fs::read_to_string(&s).unwrap().replace("seed=2)", "seed=2, dtype=\"bf16\")");
+    std::fs::write(&s, text).unwrap();
+    let out = run_ok(&s);
+    assert!(out.contains("dtype    bf16 throughout"), "{out}");
+    let ckpt = run.join("step-000002");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ckpt.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["torch_dtype"], "bfloat16");
+    let bytes = std::fs::read(ckpt.join("model.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8_lossy(&bytes[8..8 + header_len]);
+    assert!(header.contains("\"BF16\"") && !header.contains("\"F32\""), "{header}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -182,6 +182,7 @@ fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
         out: opt_str("out")?,
         resume: opt_str("resume")?,
         adapter,
+        precision: crate::engine::device::dtype_name(student_value.dtype).to_string(),
     })
 }
 

@@ -83,20 +83,41 @@ fn copy_into(var: &mut Tensor, name: &str, view: &TensorView, file: &Path) -> Re
     Ok(())
 }
 
-fn tensor_bytes(t: &Tensor) -> Vec<u8> {
-    let t = t.to_kind(Kind::Float).to_device(Device::Cpu).contiguous().flatten(0, -1);
-    let values: Vec<f32> = Vec::<f32>::try_from(&t).unwrap_or_default();
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+/// A tensor's bytes in its own precision (f32, bf16 or f16; anything else as f32), so a
+/// bf16 model is saved as bf16 and says so, not silently widened.
+fn tensor_bytes(t: &Tensor) -> (Dtype, Vec<u8>) {
+    let flat = |k: Kind| t.to_kind(k).to_device(Device::Cpu).contiguous().flatten(0, -1);
+    match t.kind() {
+        Kind::BFloat16 | Kind::Half => {
+            let dtype = if t.kind() == Kind::BFloat16 { Dtype::BF16 } else { Dtype::F16 };
+            // The 16-bit patterns, reinterpreted: no rounding on the way out.
+            let bits: Vec<i16> = Vec::<i16>::try_from(&flat(t.kind()).view_dtype(Kind::Int16)).unwrap_or_default();
+            (dtype, bits.iter().flat_map(|v| v.to_le_bytes()).collect())
+        }
+        _ => {
+            let values: Vec<f32> = Vec::<f32>::try_from(&flat(Kind::Float)).unwrap_or_default();
+            (Dtype::F32, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        }
+    }
 }
 
-/// A safetensors file of f32 tensors, in memory.
+/// The name transformers gives a precision in `config.json`'s `torch_dtype`.
+pub fn torch_dtype_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::BFloat16 => "bfloat16",
+        Kind::Half => "float16",
+        _ => "float32",
+    }
+}
+
+/// A safetensors file of the tensors, each in its own precision, in memory.
 pub fn safetensors_bytes(tensors: &[(&str, &Tensor)]) -> Result<Vec<u8>, String> {
-    let data: Vec<(String, Vec<i64>, Vec<u8>)> = tensors.iter().map(|(n, t)| (n.to_string(), t.size(), tensor_bytes(t))).collect();
+    let data: Vec<(String, Vec<i64>, (Dtype, Vec<u8>))> = tensors.iter().map(|(n, t)| (n.to_string(), t.size(), tensor_bytes(t))).collect();
     let views: Vec<(String, TensorView)> = data
         .iter()
-        .map(|(n, shape, bytes)| {
+        .map(|(n, shape, (dtype, bytes))| {
             let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-            TensorView::new(Dtype::F32, shape, bytes).map(|v| (n.clone(), v)).map_err(|e| format!("tensor {n}: {e}"))
+            TensorView::new(*dtype, shape, bytes).map(|v| (n.clone(), v)).map_err(|e| format!("tensor {n}: {e}"))
         })
         .collect::<Result<_, _>>()?;
     let mut metadata = std::collections::HashMap::new();
@@ -111,13 +132,17 @@ pub struct SpecialTokens {
     pub eos: Vec<u32>,
 }
 
-/// Writes `model` as an HF folder (f32 weights) that transformers loads as
+/// Writes `model` as an HF folder (weights in the model's precision) that transformers loads as
 /// LlamaForCausalLM; `extra` files (tokenizer.json, ...) go in too.
 pub fn save_hf_dir(model: &Llama, dir: &Path, special: &SpecialTokens, extra: &[(&str, Vec<u8>)]) -> Result<(), String> {
     let vars: BTreeMap<String, Tensor> = model.vs.variables().into_iter().collect();
     let named: Vec<(&str, &Tensor)> = vars.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let weights = safetensors_bytes(&named)?;
     let mut config = model.spec.hf_config();
+    // The precision the weights are written in, which is the model's own.
+    if let Some(t) = vars.values().next() {
+        config["torch_dtype"] = torch_dtype_name(t.kind()).into();
+    }
     if let Some(s) = model.scaling() {
         config["rope_scaling"] = serde_json::json!({
             "rope_type": "llama3",

@@ -27,6 +27,9 @@ pub struct TrainPlan {
     pub resume: Option<String>,
     /// The student is a LoRA adapter: what it is and how many parameters train.
     pub adapter: Option<(String, u64)>,
+    /// The student's precision ("f32", "bf16", "f16"): what its weights, gradients and
+    /// optimizer moments are kept in.
+    pub precision: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -51,6 +54,14 @@ impl TrainPlan {
         } else {
             rows.push(("teacher", "none (the loss uses only the data)".into()));
             rows.push(("student", format!("{}  {} params", self.student.one_line(), fmt_count(student_params))));
+        }
+        if self.precision != "f32" && self.adapter.is_some() {
+            rows.push(("dtype", format!("the adapter trains in f32 on the frozen {} base", self.precision)));
+        } else if self.precision != "f32" {
+            // Said out loud: with no f32 master weights, small updates round away.
+            rows.push(("dtype", format!("{} throughout: weights, gradients and optimizer moments (pure {}, not mixed precision)", self.precision, self.precision)));
+        } else {
+            rows.push(("dtype", "f32".into()));
         }
         if let Some((what, trainable)) = &self.adapter {
             rows.push(("adapter", format!("lora({what})  {} trainable params; the student's weights stay frozen", fmt_count(*trainable))));
