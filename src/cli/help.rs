@@ -12,18 +12,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (":quit", "leave (Ctrl-D works too)"),
 ];
 
-const FAMILIES: [Family; 10] = [
-    Family::Core,
-    Family::Models,
-    Family::Losses,
-    Family::Schedules,
-    Family::Optim,
-    Family::Data,
-    Family::Inference,
-    Family::Explore,
-    Family::Actions,
-    Family::Replay,
-];
+const FAMILIES: [Family; 10] = Family::ALL;
 
 const SYNTAX: &str = "\
 statements   let x = e · x = e · def f(a, b=1) = e · use losses · use \"file.kd\"
