@@ -171,7 +171,15 @@ impl Session {
         self.interp.file = loaded.file;
         for stmt in &loaded.module.stmts {
             self.interp.streamed = false;
-            last = self.interp.exec_stmt(stmt).map_err(|d| Error { diagnostics: vec![d], io: false })?;
+            match self.interp.exec_stmt(stmt) {
+                Ok(v) => last = v,
+                Err(_) if self.interp.dry_stop.is_some() => {
+                    let stop = self.interp.dry_stop.take().unwrap_or_default();
+                    self.interp.say(&stop);
+                    return Ok(None);
+                }
+                Err(d) => return Err(Error { diagnostics: vec![d], io: false }),
+            }
         }
         // A script (or REPL entry) that ran stages ends with their table.
         if loaded.module.stmts.iter().any(|s| matches!(s.node, crate::syntax::Stmt::Stage { .. })) {
@@ -180,6 +188,12 @@ impl Session {
             }
         }
         Ok(last)
+    }
+
+    /// `kdl run --dry-run`: load and plan, stop before the first action that trains,
+    /// scores data with a model or writes (`builtins::DRY_RUN_STOPS_AT`, `save`).
+    pub fn set_dry_run(&mut self, on: bool) {
+        self.interp.dry_run = on;
     }
 
     /// Lets builtins colour their output (`probe`); off by default and for captured output.

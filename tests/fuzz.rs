@@ -113,13 +113,39 @@ fn parser_and_checker_never_panic() {
     assert!(panics.is_empty(), "inputs that panicked:\n{}", panics.iter().map(|p| format!("---\n{p}")).collect::<String>());
 }
 
-/// Every example and stdlib file, mutated, through the real `kdl check`: no panic, no
-/// hang past 10 s, and only the documented exit codes (0 ok, 1 script errors, 2 files).
-/// `KDL_MUTATIONS` per file (default 20 in CI; the campaign in tests/README.md used 2,000).
-#[test]
-fn mutated_examples_through_the_binary_exit_cleanly() {
+/// Runs `kdl ARGS... FILE` with a 10 s limit: its exit code (None for a hang) and stderr.
+fn run_kdl_limited(args: &[&str], file: &Path) -> (Option<i32>, String) {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kdl")).args(args).arg(file).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    // stderr is read on a thread, so a chatty child never blocks on a full pipe.
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut text);
+        text
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    (status, reader.join().unwrap_or_default())
+}
+
+/// Every example and stdlib file, mutated, through the real `kdl check`, and each mutant
+/// that checks through `kdl run --dry-run` too (it loads the models and data and plans
+/// the first training): no panic, no hang past 10 s, and only the documented exit codes
+/// (0 ok, 1 script errors, 2 files). `KDL_MUTATIONS` per file (default 20 in CI).
+#[test]
+fn mutated_examples_through_the_binary_exit_cleanly() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let per_file: usize = std::env::var("KDL_MUTATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let scratch = std::env::temp_dir().join(format!("kdl-mutations-{}", std::process::id()));
@@ -134,7 +160,7 @@ fn mutated_examples_through_the_binary_exit_cleanly() {
         .collect();
     files.sort();
     let mut rng = Rng(0x6d75_7461);
-    let (mut runs, mut by_code) = (0, [0usize; 3]);
+    let (mut checks, mut dry_runs, mut by_code, mut dry_by_code) = (0, 0, [0usize; 3], [0usize; 3]);
     let mut bad = Vec::new();
     for file in &files {
         let src = std::fs::read_to_string(file).unwrap();
@@ -142,40 +168,34 @@ fn mutated_examples_through_the_binary_exit_cleanly() {
             let input = mutate(&mut rng, &src);
             let path = scratch.join("mutant.kd");
             std::fs::write(&path, &input).unwrap();
-            let mut child = Command::new(env!("CARGO_BIN_EXE_kdl"))
-                .args(["--color", "never", "check"])
-                .arg(&path)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let started = Instant::now();
-            let status = loop {
-                if let Some(s) = child.try_wait().unwrap() {
-                    break Some(s);
+            let mut judge = |args: &[&str], counts: &mut [usize; 3]| -> Option<i32> {
+                let (code, stderr) = run_kdl_limited(args, &path);
+                match code {
+                    Some(c @ 0..=2) if !stderr.contains("panicked") => counts[c as usize] += 1,
+                    other => bad.push(format!("{} mutated, kdl {} → exit {other:?}:\n{input}\n{stderr}", file.display(), args.join(" "))),
                 }
-                if started.elapsed() > Duration::from_secs(10) {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break None;
-                }
-                std::thread::sleep(Duration::from_millis(5));
+                code
             };
-            runs += 1;
-            let mut stderr = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
-            }
-            match status.and_then(|s| s.code()) {
-                Some(c @ 0..=2) if !stderr.contains("panicked") => by_code[c as usize] += 1,
-                other => bad.push(format!("{} mutated → exit {other:?}:\n{input}\n{stderr}", file.display())),
+            checks += 1;
+            if judge(&["--color", "never", "check"], &mut by_code) == Some(0) {
+                dry_runs += 1;
+                judge(&["--color", "never", "run", "--dry-run"], &mut dry_by_code);
             }
             if bad.len() >= 3 {
                 break;
             }
         }
     }
-    eprintln!("mutations: {runs} runs of kdl check over {} files: exit 0 ×{}, 1 ×{}, 2 ×{}", files.len(), by_code[0], by_code[1], by_code[2]);
+    eprintln!(
+        "mutations over {} files: {checks} × kdl check: exit 0 ×{}, 1 ×{}, 2 ×{}; {dry_runs} × kdl run --dry-run: exit 0 ×{}, 1 ×{}, 2 ×{}",
+        files.len(),
+        by_code[0],
+        by_code[1],
+        by_code[2],
+        dry_by_code[0],
+        dry_by_code[1],
+        dry_by_code[2]
+    );
     let _ = std::fs::remove_dir_all(&scratch);
     assert!(bad.is_empty(), "{}", bad.join("\n---\n"));
 }

@@ -150,5 +150,10 @@ fn teacher_perplexity_is_the_same_whatever_tokenizer_slot() {
     );
     let err = format!("{:?}", s.eval_str(&src).expect_err("another tokenizer's ids must not reach the teacher"));
     assert!(err.contains("bpe(1 file)") && err.contains("smollm2"), "the error names both tokenizers: {err}");
+    // `kdl run --dry-run` finds it too, before any compute is spent.
+    let mut s = Session::capture();
+    s.set_dry_run(true);
+    let err = format!("{:?}", s.eval_str(&src.replace(", dry=true", "")).expect_err("a dry run plans and finds the mix-up"));
+    assert!(err.contains("bpe(1 file)") && err.contains("smollm2"), "the dry run names both tokenizers: {err}");
     std::fs::remove_dir_all(&dir).ok();
 }

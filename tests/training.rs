@@ -64,6 +64,30 @@ fn wait_for(what: impl Fn() -> bool, child: &mut Child) {
     }
 }
 
+/// `kdl run --dry-run` runs the script up to its first training, prints that plan and
+/// stops there successfully: nothing after it runs, no run folder or saved model appears.
+#[test]
+fn a_dry_run_plans_and_stops_before_training() {
+    let dir = workdir("dry-run");
+    let path = script(&dir, "steps=6, batch=4, seq=32, out=\"runs/dry\"", "1e-3");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("print \"before\"\n{text}print \"after\"\nsave student to \"saved\"\n")).unwrap();
+    let out = kdl(&path).arg("--dry-run").output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "a dry run succeeds: {said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("before") && said.contains("6 steps × batch 4 × seq 32"), "the plan is printed: {said}");
+    assert!(said.contains("dry run: stopped before training at run.kd:8"), "the stop is named: {said}");
+    assert!(!said.contains("after"), "nothing after the stop runs: {said}");
+    assert!(!dir.join("runs").exists() && !dir.join("saved").exists(), "a dry run writes nothing");
+    // Without the training, the dry run stops at the save instead.
+    let text = std::fs::read_to_string(&path).unwrap().replace("train(steps=6, batch=4, seq=32, out=\"runs/dry\")\n", "");
+    std::fs::write(&path, text).unwrap();
+    let said = String::from_utf8_lossy(&kdl(&path).arg("-n").output().unwrap().stdout).to_string();
+    assert!(said.contains("after") && said.contains("dry run: stopped before `save` at run.kd:9"), "{said}");
+    assert!(!dir.join("saved").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn a_run_writes_metrics_checkpoints_and_a_summary() {
     let dir = workdir("basic");
@@ -344,5 +368,100 @@ fn ten_kills_and_resumes_give_the_uninterrupted_loss_curve() {
     run_ok(&script(&dir, &args("resume", &broken), "3e-3"));
     assert!(kills >= 8, "the soak killed the run {kills} times");
     assert_eq!(losses(&whole), losses(&broken), "after {kills} kills the curve is the uninterrupted one");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The pipeline soak behind `KDL_SOAK=1`: distil a student, mine its hard set, train a
+/// LoRA adapter on it and save the merged model, SIGKILLed at 10 seeded points spread
+/// over both training stages and the mining between them, the script re-run after each
+/// kill (`resume=` for a stage whose folder holds a checkpoint). The losses of both
+/// stages and the merged weights equal the uninterrupted pipeline's.
+#[test]
+fn ten_kills_across_distil_replay_and_merge_give_the_uninterrupted_result() {
+    if std::env::var_os("KDL_SOAK").is_none() {
+        eprintln!("skipped: set KDL_SOAK=1 to run the pipeline kill -9 soak");
+        return;
+    }
+    const STEPS: usize = 24;
+    let dir = workdir("pipeline-soak");
+    let pipeline = |root: &Path| -> PathBuf {
+        let stage = |name: &str| {
+            let run = root.join("runs").join(name);
+            let key = if std::fs::read_dir(&run).is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("step-")))) { "resume" } else { "out" };
+            format!("{key}={:?}", run.display().to_string())
+        };
+        let body = format!(
+            "steps={STEPS}, batch=4, seq=32, save_every=3, {base})\n\
+             let adapter = lora(student, rank=4)\n\
+             train(adapter, on=mine(keep=top(50%), seq=32), steps={STEPS}, batch=2, seq=32, save_every=3, {replay})\n\
+             save merge(adapter) to {merged:?}\n\
+             print \"pipeline done\"\n",
+            base = stage("base"),
+            replay = stage("replay"),
+            merged = root.join("merged").display().to_string()
+        );
+        // The single-stage script's train(...) line opens the first stage.
+        let path = script(root, "", "3e-3");
+        let text = std::fs::read_to_string(&path).unwrap().replace("train()\n", &format!("train({body}"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (whole, broken) = (dir.join("whole"), dir.join("broken"));
+    std::fs::create_dir_all(&whole).unwrap();
+    std::fs::create_dir_all(&broken).unwrap();
+    assert!(run_ok(&pipeline(&whole)).contains("pipeline done"));
+    let progress = |root: &Path| steps_so_far(&root.join("runs/base")) + steps_so_far(&root.join("runs/replay"));
+    let finished = |root: &Path, stage: &str| root.join("runs").join(stage).join(format!("step-{STEPS:06}")).is_dir();
+    // 10 seeded kill points over the whole pipeline, each past the first checkpoint of
+    // its stage: distillation steps, the mining once the base is done (`STEPS`), adapter
+    // steps, and the merge once the adapter is done (`2 * STEPS`).
+    let mut seed = 0x7069_7065_u64;
+    let mut candidates: Vec<usize> = (3..STEPS).chain([STEPS]).chain(STEPS + 3..2 * STEPS).collect();
+    let mut targets = vec![STEPS, 2 * STEPS];
+    while targets.len() < 10 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        targets.push(candidates.swap_remove((seed >> 33) as usize % candidates.len()));
+    }
+    targets.sort();
+    targets.dedup();
+    let mut kills = Vec::new();
+    for &target in &targets {
+        if progress(&broken) >= target && target != 2 * STEPS {
+            continue; // an earlier run got past this point before it was killed
+        }
+        let mut child = kdl(&pipeline(&broken)).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            let at = progress(&broken);
+            let due = match target {
+                t if t == STEPS => finished(&broken, "base"),
+                t if t == 2 * STEPS => finished(&broken, "replay"),
+                t => at >= t,
+            };
+            if due {
+                child.kill().unwrap();
+                let stage = if at < STEPS { "distil" } else if at == STEPS { "mining" } else if at < 2 * STEPS { "replay" } else { "merge" };
+                kills.push(format!("{stage} ({at} steps done)"));
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(180), "timed out");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child.wait().unwrap();
+        // A stage killed before its first checkpoint holds nothing to resume: start it again.
+        let replay = broken.join("runs/replay");
+        if replay.is_dir() && !std::fs::read_dir(&replay).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("step-")) {
+            std::fs::remove_dir_all(&replay).unwrap();
+        }
+    }
+    eprintln!("killed at: {}", kills.join(", "));
+    let kills = kills.len();
+    assert!(run_ok(&pipeline(&broken)).contains("pipeline done"));
+    assert!(kills >= 8, "the soak killed the pipeline {kills} times");
+    for stage in ["base", "replay"] {
+        assert_eq!(losses(&whole.join("runs").join(stage)), losses(&broken.join("runs").join(stage)), "after {kills} kills the {stage} curve differs");
+    }
+    let weights = |root: &Path| std::fs::read(root.join("merged/model.safetensors")).unwrap();
+    assert!(weights(&whole) == weights(&broken), "the merged weights differ after {kills} kills");
     std::fs::remove_dir_all(&dir).ok();
 }

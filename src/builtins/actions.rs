@@ -193,6 +193,9 @@ fn role_param(role: Role, kinds: Kinds, doc: &'static str) -> super::ParamSpec {
 fn train(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
     let plan = plan(interp, a)?;
     interp.say(&plan.describe());
+    if interp.dry_run {
+        return Err(interp.stop_dry_run("training", a.call_span));
+    }
     if a.boolean("dry")? {
         return Ok(Value::Nothing);
     }

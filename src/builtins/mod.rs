@@ -221,6 +221,12 @@ impl Builtin {
     }
 }
 
+/// The builtins a dry run (`kdl run --dry-run`) stops before: each trains, scores the
+/// data with a model or writes, which is what a dry run promises not to do. `train`
+/// prints its plan first. Loading models, data and tokenizers still runs, so a dry run
+/// finds missing files, shape and vocabulary mismatches before any compute is spent.
+pub const DRY_RUN_STOPS_AT: &[&str] = &["train", "eval", "mine", "merge", "average", "generate", "chat", "logits", "topk", "probe", "compare"];
+
 /// Every builtin, in family order.
 pub fn all() -> &'static [Builtin] {
     static TABLE: OnceLock<Vec<Builtin>> = OnceLock::new();

@@ -41,7 +41,7 @@ enum ColorChoice {
 #[derive(Subcommand)]
 enum Command {
     /// Check and run a .kd script
-    #[command(after_help = "Examples:\n  kdl run examples/quickstart.kd\n  kdl run -e 'use losses; print hinton(T=4)'")]
+    #[command(after_help = "Examples:\n  kdl run examples/quickstart.kd\n  kdl run -n examples/quickstart.kd   plan only\n  kdl run -e 'use losses; print hinton(T=4)'")]
     Run {
         /// The script
         #[arg(required_unless_present = "expr")]
@@ -49,6 +49,10 @@ enum Command {
         /// Run this code instead of a file
         #[arg(short = 'e', long = "eval", value_name = "CODE", conflicts_with = "file")]
         expr: Option<String>,
+        /// Load models, data and tokenizers and print the first training plan, then stop
+        /// before anything trains, scores data or writes
+        #[arg(short = 'n', long = "dry-run")]
+        dry_run: bool,
     },
     /// Run every static check on scripts, without running them
     #[command(after_help = "Examples:\n  kdl check examples/card.kd\n  kdl check examples/*.kd")]
@@ -94,9 +98,10 @@ pub fn main() -> ExitCode {
     }
     let color = use_color(cli.color);
     match cli.command {
-        Command::Run { file, expr } => {
+        Command::Run { file, expr, dry_run } => {
             let mut session = Session::new();
             session.set_color(color);
+            session.set_dry_run(dry_run);
             let prepared = match (&file, &expr) {
                 (_, Some(code)) => session.prepare_str("<-e>", code),
                 (Some(f), None) => session.prepare_file(f),

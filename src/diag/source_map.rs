@@ -40,4 +40,10 @@ impl SourceMap {
     pub fn slice(&self, s: Span) -> &str {
         self.text(s.context).get(s.start..s.end).unwrap_or("")
     }
+
+    /// The 1-based line a span starts on.
+    pub fn line_of(&self, s: Span) -> usize {
+        let text = self.text(s.context);
+        text.get(..s.start.min(text.len())).map_or(1, |t| t.matches('\n').count() + 1)
+    }
 }

@@ -167,6 +167,9 @@ impl Interp {
                 }
             }
         }
+        if self.dry_run && b.name != "train" && crate::builtins::DRY_RUN_STOPS_AT.contains(&b.name) {
+            return Err(self.stop_dry_run(&format!("`{}`", b.name), span));
+        }
         (b.run)(self, &Args { builtin: b, values: slots, call_span: span })
     }
 

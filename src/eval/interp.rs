@@ -37,6 +37,10 @@ pub struct Interp {
     pub last_train: Option<super::chain::TrainRecord>,
     pub stage_rows: Vec<super::chain::StageRow>,
     pub chain: super::chain::Chain,
+    /// `kdl run --dry-run`: stop before the first action that trains, scores or writes.
+    pub dry_run: bool,
+    /// Where a dry run stopped, once it has: the session ends the run there, successfully.
+    pub dry_stop: Option<String>,
 }
 
 /// A scope with every builtin and constant: the parent of each module's scope.
@@ -54,7 +58,7 @@ pub fn global_scope() -> Rc<RefCell<Scope>> {
 impl Interp {
     pub fn new(loader: Rc<RefCell<Loader>>, out: Out) -> Self {
         let scope = Scope::child(&global_scope());
-        Interp { loader, scope, slots: BTreeMap::new(), out, file: FileId(0), stages: Vec::new(), depth: 0, streamed: false, color: false, modules: BTreeMap::new(), last_train: None, stage_rows: Vec::new(), chain: Default::default() }
+        Interp { loader, scope, slots: BTreeMap::new(), out, file: FileId(0), stages: Vec::new(), depth: 0, streamed: false, color: false, modules: BTreeMap::new(), last_train: None, stage_rows: Vec::new(), chain: Default::default(), dry_run: false, dry_stop: None }
     }
 
     /// Writes a line of program output.
@@ -71,6 +75,20 @@ impl Interp {
             return p;
         }
         base_dir(self.loader.borrow().sources.name(self.file)).join(p)
+    }
+
+    /// Ends a dry run before the action at `span`: the error unwinds the script and the
+    /// session, seeing `dry_stop`, reports the stop and succeeds.
+    pub fn stop_dry_run(&mut self, what: &str, span: Span) -> Diagnostic {
+        let (line, file) = {
+            let loader = self.loader.borrow();
+            let name = loader.sources.name(span.context).to_string();
+            (loader.sources.line_of(span), name)
+        };
+        let file = std::path::Path::new(&file).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or(file);
+        let msg = format!("dry run: stopped before {what} at {file}:{line}; nothing was trained, scored or written");
+        self.dry_stop = Some(msg.clone());
+        Diagnostic::error(msg).label(span, "the dry run stops here")
     }
 
     pub fn slot(&self, role: Role) -> Option<Value> {
@@ -110,6 +128,9 @@ impl Interp {
                 self.set_slot(role.node, v, value.span)?;
             }
             Stmt::Save { value, path } => {
+                if self.dry_run {
+                    return Err(self.stop_dry_run("`save`", stmt.span));
+                }
                 let v = self.eval_in_statement(value, &[value, path])?;
                 let p = self.eval(path)?;
                 super::save::save(self, &v, &p, value.span, path.span)?;
