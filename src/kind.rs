@@ -34,12 +34,13 @@ kinds! {
     MODULE = 13, "module";
     NOTHING = 14, "nothing";
     RULE = 15, "keep rule";
+    CACHE = 16, "teacher cache";
 }
 
 impl Kinds {
     pub const NONE: Kinds = Kinds(0);
     /// Unknown statically (a parameter of a `def`, say): accepted everywhere.
-    pub const ANY: Kinds = Kinds((1 << 16) - 1);
+    pub const ANY: Kinds = Kinds((1 << 17) - 1);
     /// Where a schedule is accepted a plain number is too (a constant schedule).
     pub const SCALAR: Kinds = Kinds(Kinds::NUMBER.0 | Kinds::SCHEDULE.0);
 

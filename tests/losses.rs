@@ -92,6 +92,7 @@ fn logit_inputs<'a>(f: &Fixture, student: &'a Tensor, teacher: &'a Tensor, targe
     LossInputs {
         student_logits: student,
         teacher_logits: Some(teacher),
+        teacher_sparse: None,
         student_states: None,
         teacher_states: None,
         targets,
@@ -352,4 +353,41 @@ fn plan_errors_name_what_does_not_fit() {
     let pairs = LossExpr::single(hidden(TermKind::Cosine, LayerMap::Pairs(vec![(2, 0)])));
     let err = LossPlan::new(&pairs, &spec(2, 6, 11), Some(&spec(4, 8, 12)), &vs).err().expect("student layer 2 of 2");
     assert!(err.contains("student layer 2"), "{err}");
+}
+
+/// With a teacher cache keeping every id (k = vocabulary), each divergence, at T = 1 and
+/// re-tempered to T = 2, is the dense term up to the f16 rounding of the stored
+/// log-probabilities; with fewer ids, KL over the kept ids and one tail class is a lower
+/// bound on the dense KL at T = 1 (merging classes cannot increase a divergence).
+#[test]
+fn a_cached_teacher_gives_the_dense_divergences_when_it_keeps_every_id() {
+    use kdl::engine::cache::SparseTeacher;
+    let f = Fixture::load();
+    let (teacher, targets, mask) = (f.t("teacher_logits"), f.t("targets"), f.t("mask"));
+    let student = f.student_logits();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let with = |sparse: &SparseTeacher, expr: &LossExpr| {
+        let mut inp = logit_inputs(&f, &student, &teacher, &targets, &mask);
+        inp.teacher_logits = None;
+        inp.teacher_sparse = Some(sparse);
+        plan(expr, &vs, 8).compute(&inp, 0, 100).total.double_value(&[])
+    };
+    let every = SparseTeacher::from_logits(&teacher, &targets, VOCAB);
+    let mut worst: f64 = 0.0;
+    for t in [1.0, 2.0] {
+        for (kind, mix) in [(TermKind::Kl, None), (TermKind::Rkl, None), (TermKind::Js, Some(0.3)), (TermKind::Tvd, None), (TermKind::Skl, Some(0.1))] {
+            let expr = LossExpr::single(term(kind, t, mix));
+            let (dense, cached) = (run(&f, &expr, &student).total.double_value(&[]), with(&every, &expr));
+            let rel = (cached - dense).abs() / dense.abs().max(1e-6);
+            worst = worst.max(rel);
+            assert!(rel < 1e-3, "{}: cached {cached}, dense {dense} (relative {rel:e})", expr.describe());
+        }
+    }
+    eprintln!("k = vocabulary: worst relative difference from the dense terms {worst:e}");
+    let kl = LossExpr::single(term(TermKind::Kl, 1.0, None));
+    let dense = run(&f, &kl, &student).total.double_value(&[]);
+    for k in [1, 3, 6] {
+        let cached = with(&SparseTeacher::from_logits(&teacher, &targets, k), &kl);
+        assert!(cached <= dense + 1e-3 && cached >= 0.0, "k={k}: kl over {k} ids + tail is {cached}, dense {dense}");
+    }
 }

@@ -162,6 +162,7 @@ fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
         }
         (None, None) => return Err(missing_length(a.builtin.name, a.call_span)),
     };
+    let teacher_cache = teacher_cache(a, &loss)?;
     let opt_str = |name: &str| -> Result<Option<String>, Diagnostic> { if a.given(name) { a.string(name).map(Some) } else { Ok(None) } };
     Ok(TrainPlan {
         teacher,
@@ -183,7 +184,35 @@ fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
         resume: opt_str("resume")?,
         adapter,
         precision: crate::engine::device::dtype_name(student_value.dtype).to_string(),
+        teacher_cache,
     })
+}
+
+/// `teacher_cache=`: "off" (the default) or `topk(k)`. The cache keeps next-token
+/// distributions only, so a loss that reads the teacher's hidden states cannot use it.
+fn teacher_cache(a: &Args, loss: &crate::spec::LossExpr) -> Result<Option<crate::spec::train::TeacherCacheSpec>, Diagnostic> {
+    let spec = match a.get("teacher_cache") {
+        None => return Ok(None),
+        Some(Value::Str(s)) if &*s == "off" => return Ok(None),
+        Some(Value::Cache(c)) => (*c).clone(),
+        Some(other) => {
+            return Err(a
+                .error("teacher_cache", format!("`teacher_cache` is topk(k) or \"off\", got {}", crate::kind::with_article(other.kind())))
+                .help("e.g. teacher_cache=topk(64): the teacher's 64 most likely tokens per position, stored once"))
+        }
+    };
+    if let Some((_, t)) = loss.terms.iter().find(|(_, t)| matches!(t.kind, crate::spec::TermKind::Mse | crate::spec::TermKind::Cosine)) {
+        return Err(a
+            .error("teacher_cache", format!("{} compares hidden states, which the teacher cache does not keep", t.describe()))
+            .note("the cache keeps the teacher's next-token distributions: kl, rkl, js, tvd and skl read it")
+            .help("leave out teacher_cache= for a loss with hidden-state terms"));
+    }
+    if !loss.needs_teacher() {
+        return Err(a
+            .error("teacher_cache", format!("the loss {} does not use the teacher, so there is nothing to cache", loss.describe()))
+            .help("add a KL-family term such as kl(T=2)*T^2, or leave out teacher_cache="));
+    }
+    Ok(Some(spec))
 }
 
 fn role_param(role: Role, kinds: Kinds, doc: &'static str) -> super::ParamSpec {
@@ -241,6 +270,7 @@ pub fn table() -> Vec<Builtin> {
                 param("resume", s, Optional, "run folder to continue from"),
                 param("dry", Kinds::BOOL, Bool(false), "print the plan without training"),
                 param("bench", Kinds::BOOL, Bool(false), "measure only: no checkpoints or evaluation; ends with tokens_per_s=N (median after 2 warm-up steps)"),
+                param("teacher_cache", Kinds::CACHE | s, Str("off"), "the offline teacher cache: topk(64) keeps the teacher's 64 most likely tokens per position, read by later runs instead of running the teacher; \"off\" runs it every step"),
                 param("teacher_dtype", s, Str("auto"), "teacher precision: \"auto\" (bf16 on CUDA and on CPUs with AMX-bf16), \"f32\" or \"bf16\""),
                 role_param(Role::Teacher, Kinds::MODEL, "teacher (default: the teacher slot)"),
                 role_param(Role::Data, Kinds::DATA, "data (default: the data slot)"),

@@ -52,6 +52,21 @@ fn entropy(p: &Tensor) -> f64 {
 }
 
 fn topk(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
+    // `topk(64)`: a teacher cache for train(teacher_cache=...), not a table.
+    if let Some(Value::Num(k)) = a.get("model") {
+        return cache_spec(a, k);
+    }
+    if a.given("path") {
+        return Err(a.error("path", "`path=` belongs to a teacher cache, topk(64, path=\"...\")").help("topk(model, text) shows a table; leave out path="));
+    }
+    if !a.given("text") {
+        return Err(Diagnostic::error("topk(model, text) needs the text before the next token")
+            .label(a.call_span, "no text")
+            .help("e.g. topk(teacher, \"The capital of France is\"); topk(64) with a number is a teacher cache"));
+    }
+    if interp.dry_run {
+        return Err(interp.stop_dry_run("`topk`", a.call_span));
+    }
     let m = model(a, "model")?;
     let (tok, ids) = tokens(interp, a, &m)?;
     let last = logits_of(a, "model", &m, &ids)?.select(0, -1);
@@ -189,6 +204,20 @@ fn compare(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
     Ok(Value::List(Rc::new(kl.into_iter().map(Value::Num).collect())))
 }
 
+/// `topk(k, path=)` as a teacher cache.
+fn cache_spec(a: &Args, k: f64) -> Result<Value, Diagnostic> {
+    if k < 1.0 || k.fract() != 0.0 || k > 65_536.0 {
+        return Err(a.error("model", format!("a teacher cache keeps a whole number of tokens per position, 1 to 65536, not {}", crate::spec::fmt_num(k))).help("e.g. topk(64)"));
+    }
+    for extra in ["text", "k", "T"] {
+        if a.given(extra) {
+            return Err(a.error(extra, format!("`{extra}=` belongs to topk(model, text), not to a teacher cache")).help("a teacher cache is topk(64) or topk(64, path=\"cache/teacher\")"));
+        }
+    }
+    let path = if a.given("path") { Some(a.string("path")?) } else { None };
+    Ok(Value::Cache(std::rc::Rc::new(crate::spec::train::TeacherCacheSpec { k: k as usize, path })))
+}
+
 pub fn table() -> Vec<Builtin> {
     let (n, s, m) = (Kinds::NUMBER, Kinds::STRING, Kinds::MODEL);
     vec![
@@ -196,13 +225,14 @@ pub fn table() -> Vec<Builtin> {
             name: "topk",
             family: Family::Explore,
             params: vec![
-                param("model", m, Required, "the model"),
-                param("text", s, Required, "the text before the next token"),
+                param("model", m | n, Required, "the model (or, a number k: a teacher cache keeping k tokens per position)"),
+                param("text", s, Optional, "the text before the next token"),
                 param("k", n, Num(10.0), "how many tokens").range(Range::PositiveInt),
                 param("T", n | Kinds::LIST, Num(1.0), "a temperature, or several side by side: T=[1, 2, 4]"),
+                param("path", s, Optional, "teacher cache only: its folder (default: the kdl cache, keyed by content)"),
             ],
-            returns: Kinds::LIST,
-            doc: "the next-token table (token, id, probability at each T, logit) with entropy and the dark knowledge outside the top token; returns [token, id, p..., logit] rows",
+            returns: Kinds::LIST | Kinds::CACHE,
+            doc: "the next-token table (token, id, probability at each T, logit) with entropy and the dark knowledge outside the top token; returns [token, id, p..., logit] rows. topk(64) with a number is a teacher cache for train(teacher_cache=...)",
             example: "topk(teacher, \"The capital of France is\", k=5, T=[1, 2, 4])",
             run: topk,
             pure: false,

@@ -9,6 +9,10 @@ use crate::engine::data::{prepare, DataOptions, Dataset};
 use crate::engine::train::{self, checkpoint, Run};
 use crate::eval::{Interp, ModelValue, TokenizerValue, Value};
 use crate::spec::train::TrainPlan;
+use crate::engine::cache::{cache_key, CacheMode, TeacherCache};
+use crate::engine::llama::Llama;
+use crate::spec::model::group_digits;
+use crate::spec::train::TeacherCacheSpec;
 use crate::spec::DataSpec;
 use crate::syntax::Role;
 use std::path::{Path, PathBuf};
@@ -187,9 +191,14 @@ pub fn run_training(interp: &mut Interp, a: &Args, plan: &TrainPlan) -> Result<V
     if let Some(o) = &out {
         interp.say(&format!("run folder {}", o.display()));
     }
+    let cache = match (&plan.teacher_cache, &teacher_w) {
+        (Some(spec), Some(t)) if !bench => Some(std::cell::RefCell::new(open_teacher_cache(interp, a, spec, t, &data, plan.seq)?)),
+        _ => None,
+    };
     let run = Run {
         plan,
         teacher: teacher_w.as_deref(),
+        teacher_cache: cache.as_ref(),
         student: &student_w,
         data: &data,
         out,
@@ -207,10 +216,22 @@ pub fn run_training(interp: &mut Interp, a: &Args, plan: &TrainPlan) -> Result<V
         let _ = o.flush();
     };
     let outcome = train::train(&run, &mut log).map_err(|e| engine_error(a, "training here", e))?;
+    if let Some(c) = &cache {
+        let c = c.borrow();
+        interp.say(&format!(
+            "teacher cache {}: {} of {} blocks stored ({} this run), {:.0} B/token, {} on disk",
+            c.dir.display(),
+            group_digits(c.filled() as u64),
+            group_digits(c.blocks as u64),
+            group_digits(c.written as u64),
+            c.bytes_per_token(),
+            train::report::fmt_bytes(c.disk_bytes())
+        ));
+    }
     // Without a validation split, the perplexity on (at most 32) training blocks.
     let val = outcome.val.or_else(|| {
         let some: Vec<usize> = (0..data.train.len().min(32)).collect();
-        train::evaluate::evaluate(&student_w, None, &data.train.subset(&some), plan.batch)
+        train::evaluate::evaluate(&student_w, None, &data.train.subset(&some), plan.batch).ok().flatten()
     });
     let ppl = val.map(|v| v.ppl).unwrap_or(f64::NAN);
     if !bench {
@@ -239,6 +260,39 @@ fn eval_label(interp: &Interp, a: &Args, spec: &DataSpec, blocks: usize, on_val:
     }
 }
 
+/// Opens the teacher cache of this (teacher, data, seq) and says what it holds: a run that
+/// finds it complete never runs the teacher.
+fn open_teacher_cache(interp: &Interp, a: &Args, spec: &TeacherCacheSpec, teacher: &Llama, data: &Dataset, seq: usize) -> Result<TeacherCache, Diagnostic> {
+    let mode = CacheMode::TopK(spec.k);
+    let key = cache_key(teacher, &[&data.train, &data.val], mode);
+    let dir = match &spec.path {
+        Some(p) => interp.resolve_path(p).join(&key),
+        None => crate::engine::data::default_cache_root().join("teacher").join(&key),
+    };
+    let vocab = teacher.spec.vocab.unwrap_or(0);
+    let mut warnings = Vec::new();
+    let blocks = data.train.len() + data.val.len();
+    let cache = TeacherCache::open(&dir, mode, seq, vocab, blocks, &mut warnings).map_err(|e| a.error("teacher_cache", e))?;
+    for w in warnings {
+        interp.say(&format!("warning: {w}"));
+    }
+    let filled = cache.filled();
+    interp.say(&if filled == blocks {
+        format!("teacher cache {}: complete ({} blocks), the teacher is not run", dir.display(), group_digits(blocks as u64))
+    } else if filled > 0 {
+        format!("teacher cache {}: {} of {} blocks stored; the rest fill as the run trains", dir.display(), group_digits(filled as u64), group_digits(blocks as u64))
+    } else {
+        format!(
+            "teacher cache {}: empty; it fills as the run trains (top {} per position, {:.0} B/token, about {} when full)",
+            dir.display(),
+            cache.k,
+            cache.bytes_per_token(),
+            train::report::fmt_bytes((cache.bytes_per_token() * (blocks * seq) as f64) as u64)
+        )
+    });
+    Ok(cache)
+}
+
 /// `eval(...)`: validation loss and perplexity; returns the perplexity.
 pub fn run_eval(interp: &mut Interp, a: &Args, spec: &DataSpec, seq: usize, batch: usize) -> Result<Value, Diagnostic> {
     let model = model_in(interp, a, Role::Student).ok_or_else(|| super::actions::missing_slot("eval", Role::Student, a.call_span))?;
@@ -252,7 +306,10 @@ pub fn run_eval(interp: &mut Interp, a: &Args, spec: &DataSpec, seq: usize, batc
     // A hard set is evaluated on its own blocks; other data on the validation split when
     // there is one, else on every block.
     let blocks = if spec.subset.is_none() && data.val.len() > 0 { &data.val } else { &data.train };
-    let result = train::evaluate::evaluate(&w, tw.as_deref(), blocks, batch).ok_or_else(|| engine_error(a, "evaluating here", "the data has no tokens to evaluate on".into()))?;
+    let reference = tw.as_deref().map(train::evaluate::Reference::Live);
+    let result = train::evaluate::evaluate(&w, reference.as_ref(), blocks, batch)
+        .map_err(|e| engine_error(a, "evaluating here", e))?
+        .ok_or_else(|| engine_error(a, "evaluating here", "the data has no tokens to evaluate on".into()))?;
     let label = eval_label(interp, a, spec, blocks.len(), std::ptr::eq(blocks, &data.val));
     let line = train::report::describe_eval(&result);
     interp.say(&if label == "val" { line } else { line.replacen("val loss", &format!("{label}: loss"), 1) });

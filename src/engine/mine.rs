@@ -74,6 +74,7 @@ pub fn score(student: &Llama, teacher: Option<&Llama>, blocks: &Blocks, difficul
                         &LossInputs {
                             student_logits: scored,
                             teacher_logits: t_row.as_ref(),
+                            teacher_sparse: None,
                             student_states: None,
                             teacher_states: None,
                             targets: &target,

@@ -4,6 +4,7 @@
 //! `chat`).
 
 pub mod bpe;
+pub mod cache;
 pub mod chat;
 pub mod data;
 pub mod checkpoint;

@@ -33,6 +33,8 @@ pub enum Value {
     Module(Rc<ModuleValue>),
     /// What `mine` keeps: `top(20%)`, `above(median)`, ...
     Rule(Rc<KeepRule>),
+    /// What `train(teacher_cache=...)` keeps: `topk(64)`.
+    Cache(Rc<crate::spec::train::TeacherCacheSpec>),
 }
 
 /// A `def`: parameters, body, and the scope it was defined in.
@@ -112,6 +114,7 @@ impl Value {
             Value::Stage(_) => Kinds::STAGE,
             Value::Module(_) => Kinds::MODULE,
             Value::Rule(_) => Kinds::RULE,
+            Value::Cache(_) => Kinds::CACHE,
         }
     }
 
@@ -149,6 +152,7 @@ impl Value {
             Value::Stage(s) => format!("<stage {}>", s.name),
             Value::Module(m) => format!("<module {}>", m.name),
             Value::Rule(r) => r.describe(),
+            Value::Cache(c) => c.describe(),
         }
     }
 
@@ -193,6 +197,7 @@ impl Value {
             (Value::Stage(a), Value::Stage(b)) => Rc::ptr_eq(a, b),
             (Value::Module(a), Value::Module(b)) => Rc::ptr_eq(a, b),
             (Value::Rule(a), Value::Rule(b)) => a == b,
+            (Value::Cache(a), Value::Cache(b)) => a == b,
             _ => false,
         }
     }

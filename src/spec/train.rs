@@ -30,6 +30,25 @@ pub struct TrainPlan {
     /// The student's precision ("f32", "bf16", "f16"): what its weights, gradients and
     /// optimizer moments are kept in.
     pub precision: String,
+    /// `teacher_cache=topk(k)`: the teacher is read from (and fills) its offline cache.
+    pub teacher_cache: Option<TeacherCacheSpec>,
+}
+
+/// `topk(64)` or `topk(64, path="...")`: what the offline teacher cache keeps per position
+/// and where it lives (default: the kdl cache folder, keyed by content).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TeacherCacheSpec {
+    pub k: usize,
+    pub path: Option<String>,
+}
+
+impl TeacherCacheSpec {
+    pub fn describe(&self) -> String {
+        match &self.path {
+            Some(p) => format!("topk({}, path={p:?})", self.k),
+            None => format!("topk({})", self.k),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -70,6 +89,9 @@ impl TrainPlan {
         let temps: Vec<String> = self.loss.temperatures().iter().map(|t| t.describe()).collect();
         let temps = if temps.is_empty() { String::new() } else { format!("  [log-softmax at T = {}]", temps.join(", ")) };
         rows.push(("loss", format!("{}{temps}", self.loss.describe())));
+        if let Some(c) = &self.teacher_cache {
+            rows.push(("cache", format!("teacher_cache={}: the teacher's top {} log-probs + tail per position, read where stored, filled where not", c.describe(), c.k)));
+        }
         rows.push(("optim", self.optim.describe()));
         let length = match self.length {
             RunLength::Steps(s) => format!("{s} step{}", if s == 1 { "" } else { "s" }),

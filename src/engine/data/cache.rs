@@ -30,7 +30,7 @@ pub fn default_cache_root() -> PathBuf {
 /// A 128-bit non-cryptographic hash, stable across Rust versions (unlike `DefaultHasher`)
 /// so cache keys survive a rebuild. Fields are length-framed so concatenations differ.
 #[derive(Clone)]
-pub(super) struct KeyHasher {
+pub struct KeyHasher {
     a: u64,
     b: u64,
 }

@@ -22,14 +22,14 @@ mod sampler;
 mod source;
 mod tokenize;
 
-pub use cache::default_cache_root;
+pub use cache::{default_cache_root, KeyHasher};
 pub use pack::Blocks;
 pub use sampler::Sampler;
 
 use crate::engine::chat::{named_template, STYLES};
 use crate::spec::model::group_digits;
 use crate::spec::{DataSource, DataSpec};
-use cache::{Header, KeyHasher, TokenStore};
+use cache::{Header, TokenStore};
 use source::Documents;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -15,6 +15,14 @@ use terms::{Needs, Tempered};
 
 pub use terms::kl_rows;
 
+/// KL(teacher ‖ student) at T = 1 per row over a cached teacher's k kept ids and tail:
+/// `student` logits `[N, V]`, `ids`/`log_probs` `[N, k]`, `tail` `[N]`.
+pub fn sparse_kl_rows(student: &Tensor, ids: &Tensor, log_probs: &Tensor, tail: &Tensor) -> Tensor {
+    let needs = Needs::of(crate::spec::TermKind::Kl);
+    let x = Tempered::sparse(1.0, needs, &student.to_kind(Kind::Float), &(ids.shallow_clone(), log_probs.shallow_clone(), tail.shallow_clone()));
+    terms::divergence(crate::spec::TermKind::Kl, &x, 0.0)
+}
+
 /// `js`'s β and `skl`'s a when a term does not say (the builtins' defaults).
 const DEFAULT_JS_BETA: f64 = 0.5;
 const DEFAULT_SKL_A: f64 = 0.1;
@@ -23,8 +31,12 @@ const DEFAULT_SKL_A: f64 = 0.1;
 pub struct LossInputs<'a> {
     /// `[B, T, V]`, any float kind (upcast to f32 here); requires grad.
     pub student_logits: &'a Tensor,
-    /// `[B, T, V]`; read without a graph. Needed when `needs_teacher`.
+    /// `[B, T, V]`; read without a graph. Needed when `needs_teacher`, unless the teacher
+    /// comes from its cache.
     pub teacher_logits: Option<&'a Tensor>,
+    /// The teacher as its cache keeps it (top-k and a tail class): when given, the
+    /// KL-family terms compare the two distributions over those k + 1 classes.
+    pub teacher_sparse: Option<&'a crate::engine::cache::SparseTeacher>,
     /// Block outputs `[B, T, D]`, one per layer (`Llama::forward_with_states`). Needed when
     /// `needs_hidden`.
     pub student_states: Option<&'a [Tensor]>,
@@ -193,6 +205,11 @@ impl LossPlan {
         let logits = inp.student_logits;
         assert_eq!(logits.dim(), 3, "student logits must be [B, T, V], got {:?}", logits.size());
         let student = rows.select(logits).to_kind(Kind::Float);
+        if let Some(sparse) = inp.teacher_sparse {
+            let kept = (rows.select(&sparse.ids), rows.select(&sparse.log_probs), rows.select(&sparse.tail));
+            assert_eq!(kept.0.size()[0], student.size()[0], "the cached teacher and the student cover different positions");
+            return needs.into_iter().map(|(t, n)| Tempered::sparse(t, n, &student, &kept)).collect();
+        }
         let teacher = needs.iter().any(|(_, n)| n.teacher_log_probs || n.teacher_probs).then(|| {
             let t = inp.teacher_logits.expect("the loss compares logits with the teacher's: pass teacher_logits (see needs_teacher)");
             let (sv, tv) = (logits.size()[2], t.size().last().copied().unwrap_or(0));

@@ -35,7 +35,10 @@ impl Needs {
 /// Student and teacher distributions at one temperature, over the valid rows `[N, V]`, f32.
 pub(super) struct Tempered {
     pub t: f64,
-    /// log q: carries the gradient to the student's logits.
+    /// log q over the vocabulary `[N, V]`, for `ce`.
+    pub student_vocab_log_probs: Tensor,
+    /// log q over the classes the divergences compare: the vocabulary, or with a cached
+    /// teacher its k kept ids and one tail class `[N, k + 1]`. Carries the gradient.
     pub student_log_probs: Tensor,
     pub student_probs: Option<Tensor>,
     /// log p and p: computed without a graph.
@@ -58,7 +61,29 @@ impl Tempered {
         } else {
             (None, None)
         };
-        Tempered { t, student_log_probs, student_probs, teacher_log_probs, teacher_probs }
+        Tempered { t, student_vocab_log_probs: student_log_probs.shallow_clone(), student_log_probs, student_probs, teacher_log_probs, teacher_probs }
+    }
+
+    /// Against a cached teacher: both distributions over its k kept ids plus one class for
+    /// the rest. `kept`: ids `[N, k]`, their log-probabilities at T = 1 `[N, k]` and the
+    /// tail's `[N]`. Re-tempering divides the stored log-probabilities by T and
+    /// renormalises: exact for the kept ids' relative odds at every T; the tail class is
+    /// tempered as if it were one token, exact at T = 1 (lang/losses.md#teacher-cache).
+    pub fn sparse(t: f64, needs: Needs, student: &Tensor, kept: &(Tensor, Tensor, Tensor)) -> Tempered {
+        let (ids, log_p, tail) = kept;
+        let vocab_log_q = soften(student, t);
+        let kept_q = vocab_log_q.gather(1, ids, false);
+        // The student's mass outside the kept ids, summed over the vocabulary itself.
+        let rest_q = vocab_log_q.scatter_value(1, ids, MASKED).logsumexp([-1], false).clamp_min(TAIL_FLOOR);
+        let student_log_probs = Tensor::cat(&[kept_q, rest_q.unsqueeze(1)], 1);
+        let student_probs = needs.student_probs.then(|| student_log_probs.exp());
+        let (teacher_log_probs, teacher_probs) = tch::no_grad(|| {
+            let classes = Tensor::cat(&[log_p.shallow_clone(), tail.clamp_min(TAIL_FLOOR).unsqueeze(1)], 1);
+            let log_p = soften(&classes, t);
+            let p = needs.teacher_probs.then(|| log_p.exp());
+            (Some(log_p), p)
+        });
+        Tempered { t, student_vocab_log_probs: vocab_log_q, student_log_probs, student_probs, teacher_log_probs, teacher_probs }
     }
 
     fn q(&self) -> &Tensor {
@@ -73,6 +98,13 @@ impl Tempered {
         self.teacher_probs.as_ref().expect("teacher probabilities were planned for this term")
     }
 }
+
+/// The log-probability a tail class never goes below: an empty tail (k = vocabulary) is
+/// exp(−1e4) = 0 in f32, where −inf would turn 0·log 0 into NaN.
+const TAIL_FLOOR: f64 = -1e4;
+
+/// What the kept ids are replaced by when the rest of the vocabulary is summed.
+const MASKED: f64 = -1e30;
 
 /// log_softmax(logits / T), dividing only when T ≠ 1.
 fn soften(logits: &Tensor, t: f64) -> Tensor {
@@ -101,7 +133,7 @@ fn log_mixture(x: &Tempered, w: f64) -> Tensor {
 /// Cross-entropy on the data's next tokens: −log q(target) at T = 1. `targets: [N]`.
 pub(super) fn cross_entropy(at_one: &Tempered, targets: &Tensor) -> Tensor {
     debug_assert_eq!(at_one.t, 1.0);
-    -at_one.student_log_probs.gather(1, &targets.unsqueeze(1), false).squeeze_dim(1)
+    -at_one.student_vocab_log_probs.gather(1, &targets.unsqueeze(1), false).squeeze_dim(1)
 }
 
 /// Per-row value `[N]` of a KL-family term; `mix` is js's β or skl's a.

@@ -9,7 +9,7 @@ pub mod evaluate;
 pub mod report;
 
 use self::checkpoint::{RunState, Snapshot};
-use self::evaluate::{evaluate, EvalResult};
+use self::evaluate::{evaluate, EvalResult, Reference};
 use self::report::{describe_eval, summary_table, Metrics, Progress};
 use super::checkpoint::SpecialTokens;
 use super::data::{Dataset, Sampler};
@@ -17,6 +17,8 @@ use super::llama::Llama;
 use super::loss::{LossInputs, LossPlan};
 use super::optim::Optimizer;
 use crate::spec::train::{RunLength, TrainPlan};
+use super::cache::{SparseTeacher, TeacherCache};
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::nn::VarStore;
@@ -25,6 +27,10 @@ use tch::nn::VarStore;
 pub struct Run<'a> {
     pub plan: &'a TrainPlan,
     pub teacher: Option<&'a Llama>,
+    /// The teacher's offline cache: batches it holds are read instead of running the
+    /// teacher, the rest are computed and stored. Block numbers: training blocks first,
+    /// then validation blocks.
+    pub teacher_cache: Option<&'a RefCell<TeacherCache>>,
     pub student: &'a Llama,
     pub data: &'a Dataset,
     /// The run folder; `None` keeps nothing on disk.
@@ -67,6 +73,30 @@ fn to_device(t: (tch::Tensor, tch::Tensor, tch::Tensor), d: tch::Device) -> (tch
     (t.0.to_device(d), t.1.to_device(d), t.2.to_device(d))
 }
 
+/// The teacher of blocks `blocks` as its cache keeps it: read when stored, else computed
+/// from `input` (the blocks' ids) and stored.
+pub fn cached_teacher(cache: &RefCell<TeacherCache>, teacher: &Llama, blocks: &[u32], input: &tch::Tensor, target: &tch::Tensor) -> Result<SparseTeacher, String> {
+    let device = input.device();
+    if let Some(s) = cache.borrow().get(blocks) {
+        return Ok(s.to_device(device));
+    }
+    let logits = tch::no_grad(|| teacher.forward(input, None));
+    let k = cache.borrow().k;
+    let fresh = SparseTeacher::from_logits(&logits, target, k).to_device(tch::Device::Cpu);
+    Ok(cache.borrow_mut().put(blocks, &fresh)?.to_device(device))
+}
+
+impl Run<'_> {
+    /// The teacher evaluation compares with: from the cache when there is one.
+    fn reference(&self, first_block: usize) -> Option<Reference<'_>> {
+        let t = self.teacher?;
+        Some(match self.teacher_cache {
+            Some(cache) => Reference::Cached { teacher: t, cache, first_block },
+            None => Reference::Live(t),
+        })
+    }
+}
+
 pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
     let plan = run.plan;
     let device = run.student.device();
@@ -103,6 +133,10 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
     let progress = Progress::new(total, start, run.show_progress);
     let mut outcome = Outcome { steps: start, total_steps: total, last_loss: f64::NAN, val: None, teacher_val: None, interrupted: false, last_checkpoint: run.resume.clone() };
     let save = |step: u64, sampler: &Sampler, optimizer: &Optimizer| -> Result<Option<PathBuf>, String> {
+        // The cache first: a checkpoint never claims teacher work that a kill could lose.
+        if let Some(c) = run.teacher_cache {
+            c.borrow_mut().flush()?;
+        }
         let Some(out) = &run.out else { return Ok(None) };
         let state = RunState { step, total_steps: total, sampler: sampler.clone(), seed: plan.seed, plan: plan_text.clone() };
         let snap = Snapshot {
@@ -128,10 +162,16 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
         let mut term_sums = vec![0.0; names.len()];
         for indices in &micro {
             let (input, target, mask) = to_device(run.data.train.batch(indices), device);
+            let mut teacher_sparse = None;
             let (teacher_logits, teacher_states) = match run.teacher.filter(|_| losses.needs_teacher()) {
                 Some(t) if losses.needs_hidden() => {
                     let (l, s) = tch::no_grad(|| t.forward_with_states(&input));
                     (Some(l), Some(s))
+                }
+                Some(t) if run.teacher_cache.is_some() => {
+                    let blocks: Vec<u32> = indices.iter().map(|&i| i as u32).collect();
+                    teacher_sparse = Some(cached_teacher(run.teacher_cache.unwrap_or_else(|| unreachable!()), t, &blocks, &input, &target)?);
+                    (None, None)
                 }
                 Some(t) => (Some(tch::no_grad(|| t.forward(&input, None))), None),
                 None => (None, None),
@@ -149,6 +189,7 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
                 &LossInputs {
                     student_logits: &student_logits,
                     teacher_logits: teacher_logits.as_ref(),
+                    teacher_sparse: teacher_sparse.as_ref(),
                     student_states: student_states.as_deref(),
                     teacher_states: teacher_states.as_deref(),
                     targets: &target,
@@ -199,7 +240,7 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
         outcome.steps = done;
         outcome.last_loss = loss_sum;
         if plan.eval_every.is_some_and(|n| done % n == 0) && done < total && !run.bench {
-            if let Some(e) = evaluate(run.student, run.teacher, &run.data.val, plan.batch) {
+            if let Some(e) = evaluate(run.student, run.reference(run.data.train.len()).as_ref(), &run.data.val, plan.batch)? {
                 progress.println(&format!("step {done}: {}", describe_eval(&e)), log);
                 metrics.write(&eval_row(done, &e))?;
             }
@@ -233,8 +274,15 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
             outcome.last_checkpoint = Some(dir);
         }
     }
-    outcome.val = evaluate(run.student, run.teacher, &run.data.val, plan.batch);
-    outcome.teacher_val = run.teacher.and_then(|t| evaluate(t, None, &run.data.val, plan.batch));
+    let reference = run.reference(run.data.train.len());
+    outcome.val = evaluate(run.student, reference.as_ref(), &run.data.val, plan.batch)?;
+    outcome.teacher_val = match &reference {
+        Some(r) => r.own_eval(&run.data.val, plan.batch)?,
+        None => None,
+    };
+    if let Some(c) = run.teacher_cache {
+        c.borrow_mut().flush()?;
+    }
     if let Some(e) = &outcome.val {
         metrics.write(&eval_row(total, e))?;
     }

@@ -1,0 +1,161 @@
+//! The offline teacher cache end to end (`train(teacher_cache=topk(k))`), as a user runs
+//! it: the first run fills it while training, a second run reads it and never runs the
+//! teacher, with the same losses step for step; a run killed while filling it resumes
+//! with the stored shards and gives the same losses as an uninterrupted one; a damaged
+//! shard is named, deleted and recomputed; a loss the cache cannot serve is an error.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn workdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("kdl-tcache-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A random 2-layer teacher distilled into a 1-layer student on Moby-Dick.
+fn script(dir: &Path, loss: &str, train_args: &str) -> PathBuf {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/moby_dick.txt").display().to_string();
+    let text = format!(
+        "tokenizer bpe(vocab=512, from={corpus:?})\n\
+         teacher llama(layers=2, dim=64, heads=4, seed=1)\n\
+         student llama(layers=1, dim=64, heads=4, seed=2)\n\
+         data text({corpus:?}).split(0.99)\n\
+         loss {loss}\n\
+         train({train_args})\n"
+    );
+    let path = dir.join("run.kd");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `kdl run`, with its own kdl cache folder (tokens, BPE) beside the script and the
+/// teacher cache where `teacher_cache` says.
+fn kdl(script: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kdl"));
+    c.arg("run").arg(script).env("KDL_CACHE", script.parent().unwrap().join("kdl-cache"));
+    c
+}
+
+fn run(script: &Path) -> (bool, String) {
+    let out = kdl(script).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn run_ok(script: &Path) -> String {
+    let (ok, text) = run(script);
+    assert!(ok, "kdl failed:\n{text}");
+    text
+}
+
+/// (step, loss bits) of every training row: bit for bit, not to a tolerance.
+fn losses(run: &Path) -> Vec<(u64, u64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r.get("loss").is_some())
+        .map(|r| (r["step"].as_u64().unwrap(), r["loss"].as_f64().unwrap().to_bits()))
+        .collect()
+}
+
+fn shards(cache: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for key in std::fs::read_dir(cache).into_iter().flatten().flatten() {
+        found.extend(std::fs::read_dir(key.path()).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "kdc")));
+    }
+    found.sort();
+    found
+}
+
+const LOSS: &str = "0.5*ce + 0.5*kl(T=2)*T^2";
+
+fn args(cache: &Path, key: &str, run: &Path, steps: u64) -> String {
+    format!("steps={steps}, batch=4, seq=32, save_every=3, teacher_cache=topk(16, path={:?}), {key}={:?}", cache.display().to_string(), run.display().to_string())
+}
+
+#[test]
+fn a_second_run_reads_the_cache_and_gives_the_same_losses() {
+    let dir = workdir("reuse");
+    let cache = dir.join("tc");
+    let first = run_ok(&script(&dir, LOSS, &args(&cache, "out", &dir.join("runs/a"), 8)));
+    assert!(first.contains("empty; it fills as the run trains"), "{first}");
+    assert!(first.contains("B/token"), "the size is reported: {first}");
+    // The validation pass fills the validation blocks, so an 8-step run stores its 32
+    // training blocks and every validation block: a second run finds those complete.
+    let second = run_ok(&script(&dir, LOSS, &args(&cache, "out", &dir.join("runs/b"), 8)));
+    assert!(second.contains("blocks stored; the rest fill") || second.contains("complete"), "{second}");
+    assert!(second.contains("(0 this run)"), "a second run of the same steps computes nothing: {second}");
+    assert_eq!(losses(&dir.join("runs/a")), losses(&dir.join("runs/b")), "reading the cache gives the losses computing it gave");
+    // Another loss over the same teacher and data reads the same cache: it is keyed by
+    // the teacher, the data and seq, not by the loss or its temperature.
+    let other = run_ok(&script(&dir, "kl(T=4)*T^2", &args(&cache, "out", &dir.join("runs/c"), 8)));
+    assert!(other.contains("(0 this run)"), "{other}");
+    // A different teacher is a different key.
+    let text = std::fs::read_to_string(dir.join("run.kd")).unwrap().replace("seed=1)", "seed=3)");
+    std::fs::write(dir.join("run.kd"), text).unwrap();
+    let changed = run_ok(&dir.join("run.kd"));
+    assert!(changed.contains("empty; it fills"), "another teacher must not read this cache: {changed}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_run_killed_while_filling_the_cache_resumes_bit_identical() {
+    let dir = workdir("kill");
+    let cache_whole = dir.join("tc-whole");
+    let cache_broken = dir.join("tc-broken");
+    run_ok(&script(&dir, LOSS, &args(&cache_whole, "out", &dir.join("runs/whole"), 30)));
+    let broken = dir.join("runs/broken");
+    let mut child = kdl(&script(&dir, LOSS, &args(&cache_broken, "out", &broken, 30))).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    // Past the second checkpoint (and so the second shard), before the end.
+    while losses_so_far(&broken) < 8 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before the test could kill it");
+        assert!(start.elapsed() < Duration::from_secs(120), "timed out");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!shards(&cache_broken).is_empty(), "the killed run left whole shards");
+    let text = run_ok(&script(&dir, LOSS, &args(&cache_broken, "resume", &broken, 30)));
+    assert!(text.contains("blocks stored; the rest fill"), "the partial cache is resumed, not discarded: {text}");
+    assert_eq!(losses(&dir.join("runs/whole")), losses(&broken), "killed and resumed while filling the cache, the losses differ");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn losses_so_far(run: &Path) -> usize {
+    std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default().lines().filter(|l| l.contains("\"loss\"")).count()
+}
+
+#[test]
+fn a_damaged_shard_is_named_and_recomputed() {
+    let dir = workdir("damaged");
+    let cache = dir.join("tc");
+    run_ok(&script(&dir, LOSS, &args(&cache, "out", &dir.join("runs/a"), 6)));
+    let shard = shards(&cache).into_iter().next().expect("a shard was written");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&shard, &bytes).unwrap();
+    let text = run_ok(&script(&dir, LOSS, &args(&cache, "out", &dir.join("runs/b"), 6)));
+    let name = shard.file_name().unwrap().to_string_lossy().to_string();
+    assert!(text.lines().any(|l| l.contains(&name) && l.contains("damaged (checksum mismatch)") && l.contains("computed again")), "{text}");
+    assert_eq!(losses(&dir.join("runs/a")), losses(&dir.join("runs/b")), "the recomputed blocks give the first run's losses");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_loss_the_cache_cannot_serve_is_an_error_before_training() {
+    let dir = workdir("errors");
+    let cache = dir.join("tc");
+    let (ok, text) = run(&script(&dir, "kl(T=2)*T^2 + mse()", &args(&cache, "out", &dir.join("runs/a"), 2)));
+    assert!(!ok && text.contains("compares hidden states, which the teacher cache does not keep"), "{text}");
+    let (ok, text) = run(&script(&dir, "ce", &args(&cache, "out", &dir.join("runs/a"), 2)));
+    assert!(!ok && text.contains("does not use the teacher, so there is nothing to cache"), "{text}");
+    let (ok, text) = run(&script(&dir, LOSS, "steps=2, teacher_cache=topk(0)"));
+    assert!(!ok && text.contains("1 to 65536"), "{text}");
+    assert!(!dir.join("runs").exists() && !cache.exists(), "nothing ran");
+    std::fs::remove_dir_all(&dir).ok();
+}
