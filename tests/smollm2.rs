@@ -157,3 +157,32 @@ fn teacher_perplexity_is_the_same_whatever_tokenizer_slot() {
     assert!(err.contains("bpe(1 file)") && err.contains("smollm2"), "the dry run names both tokenizers: {err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The teacher cache's top-64 + tail KL against the dense KL on the real teacher: the
+/// teacher's logits on Moby-Dick and a student near it (its logits plus Gaussian noise of
+/// σ = 1). The k + 1-class KL is a lower bound on the dense one (merging classes never
+/// increases a divergence) and, for a student this close, most of it.
+#[test]
+fn top64_kl_is_a_close_lower_bound_of_the_dense_kl_on_the_real_teacher() {
+    use kdl::engine::cache::SparseTeacher;
+    use kdl::engine::loss::{kl_rows, sparse_kl_rows};
+    let t = teacher();
+    let moby = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/moby_dick.txt")).unwrap();
+    let text: String = moby.chars().skip(20_000).take(3_000).collect();
+    let tok = t.tokenizer.as_ref().expect("the GGUF carries a tokenizer");
+    let ids: Vec<i64> = tok.encode(text.as_str(), false).unwrap().get_ids().iter().take(256).map(|&x| x as i64).collect();
+    let input = Tensor::from_slice(&ids[..ids.len() - 1]).unsqueeze(0);
+    let targets = Tensor::from_slice(&ids[1..]).unsqueeze(0);
+    let logits = tch::no_grad(|| t.model.forward(&input, None)).to_kind(Kind::Float);
+    tch::manual_seed(0);
+    let student = (&logits + logits.randn_like()).squeeze_dim(0);
+    let sparse = SparseTeacher::from_logits(&logits, &targets, 64);
+    let v = logits.size()[2];
+    let (lt, ls) = (logits.view([-1, v]).log_softmax(-1, Kind::Float), student.log_softmax(-1, Kind::Float));
+    let dense = kl_rows(&lt.exp(), &lt, &ls).mean(Kind::Float).double_value(&[]);
+    let cached = sparse_kl_rows(&student, &sparse.ids.view([-1, 64]), &sparse.log_probs.view([-1, 64]), &sparse.tail.view([-1])).mean(Kind::Float).double_value(&[]);
+    let kept = sparse.log_probs.exp().sum_dim_intlist(-1, false, Kind::Float).mean(Kind::Float).double_value(&[]);
+    eprintln!("real teacher, {} positions: dense KL {dense:.4}, top-64 + tail KL {cached:.4} ({:.1}%), mean kept mass {kept:.3}", ids.len() - 1, 100.0 * cached / dense);
+    assert!(cached <= dense * (1.0 + 1e-3), "the k + 1-class KL {cached} exceeds the dense {dense}");
+    assert!(cached >= 0.5 * dense, "top-64 keeps {cached} of the dense KL {dense}: below the stated half");
+}

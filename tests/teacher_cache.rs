@@ -86,7 +86,7 @@ fn a_second_run_reads_the_cache_and_gives_the_same_losses() {
     // The validation pass fills the validation blocks, so an 8-step run stores its 32
     // training blocks and every validation block: a second run finds those complete.
     let second = run_ok(&script(&dir, LOSS, &args(&cache, "out", &dir.join("runs/b"), 8)));
-    assert!(second.contains("blocks stored; the rest fill") || second.contains("complete"), "{second}");
+    assert!(second.contains("blocks not yet stored are computed by the teacher and added") || second.contains("complete"), "{second}");
     assert!(second.contains("(0 this run)"), "a second run of the same steps computes nothing: {second}");
     assert_eq!(losses(&dir.join("runs/a")), losses(&dir.join("runs/b")), "reading the cache gives the losses computing it gave");
     // Another loss over the same teacher and data reads the same cache: it is keyed by
@@ -120,7 +120,7 @@ fn a_run_killed_while_filling_the_cache_resumes_bit_identical() {
     child.wait().unwrap();
     assert!(!shards(&cache_broken).is_empty(), "the killed run left whole shards");
     let text = run_ok(&script(&dir, LOSS, &args(&cache_broken, "resume", &broken, 30)));
-    assert!(text.contains("blocks stored; the rest fill"), "the partial cache is resumed, not discarded: {text}");
+    assert!(text.contains("blocks not yet stored are computed by the teacher and added"), "the partial cache is resumed, not discarded: {text}");
     assert_eq!(losses(&dir.join("runs/whole")), losses(&broken), "killed and resumed while filling the cache, the losses differ");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -192,7 +192,7 @@ pub fn run_training(interp: &mut Interp, a: &Args, plan: &TrainPlan) -> Result<V
         interp.say(&format!("run folder {}", o.display()));
     }
     let cache = match (&plan.teacher_cache, &teacher_w) {
-        (Some(spec), Some(t)) if !bench => Some(std::cell::RefCell::new(open_teacher_cache(interp, a, spec, t, &data, plan.seq)?)),
+        (Some(spec), Some(t)) => Some(std::cell::RefCell::new(open_teacher_cache(interp, a, spec, t, &data, plan.seq)?)),
         _ => None,
     };
     let run = Run {
@@ -215,7 +215,10 @@ pub fn run_training(interp: &mut Interp, a: &Args, plan: &TrainPlan) -> Result<V
         let _ = writeln!(o, "{line}");
         let _ = o.flush();
     };
-    let outcome = train::train(&run, &mut log).map_err(|e| engine_error(a, "training here", e))?;
+    let outcome = train::train(&run, &mut log);
+    // Whatever ended the run, the teacher work it did is kept for the next one.
+    let flushed = cache.as_ref().map(|c| c.borrow_mut().flush()).unwrap_or(Ok(()));
+    let outcome = outcome.and_then(|o| flushed.map(|_| o)).map_err(|e| engine_error(a, "training here", e))?;
     if let Some(c) = &cache {
         let c = c.borrow();
         interp.say(&format!(
@@ -280,7 +283,7 @@ fn open_teacher_cache(interp: &Interp, a: &Args, spec: &TeacherCacheSpec, teache
     interp.say(&if filled == blocks {
         format!("teacher cache {}: complete ({} blocks), the teacher is not run", dir.display(), group_digits(blocks as u64))
     } else if filled > 0 {
-        format!("teacher cache {}: {} of {} blocks stored; the rest fill as the run trains", dir.display(), group_digits(filled as u64), group_digits(blocks as u64))
+        format!("teacher cache {}: {} of {} blocks stored; blocks not yet stored are computed by the teacher and added", dir.display(), group_digits(filled as u64), group_digits(blocks as u64))
     } else {
         format!(
             "teacher cache {}: empty; it fills as the run trains (top {} per position, {:.0} B/token, about {} when full)",

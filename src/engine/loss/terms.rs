@@ -73,8 +73,10 @@ impl Tempered {
         let (ids, log_p, tail) = kept;
         let vocab_log_q = soften(student, t);
         let kept_q = vocab_log_q.gather(1, ids, false);
-        // The student's mass outside the kept ids, summed over the vocabulary itself.
-        let rest_q = vocab_log_q.scatter_value(1, ids, MASKED).logsumexp([-1], false).clamp_min(TAIL_FLOOR);
+        // The student's mass outside the kept ids, log(1 − Σ kept q) = log(−expm1(lse)):
+        // k-wide, where summing the rest of the vocabulary would cost another [N, V] pass.
+        // The student is far from putting all its mass on k ids, so this does not cancel.
+        let rest_q = (-kept_q.logsumexp([-1], false).clamp_max(0.0).expm1()).clamp_min(STUDENT_TAIL_MIN).log();
         let student_log_probs = Tensor::cat(&[kept_q, rest_q.unsqueeze(1)], 1);
         let student_probs = needs.student_probs.then(|| student_log_probs.exp());
         let (teacher_log_probs, teacher_probs) = tch::no_grad(|| {
@@ -103,8 +105,9 @@ impl Tempered {
 /// exp(−1e4) = 0 in f32, where −inf would turn 0·log 0 into NaN.
 const TAIL_FLOOR: f64 = -1e4;
 
-/// What the kept ids are replaced by when the rest of the vocabulary is summed.
-const MASKED: f64 = -1e30;
+/// The smallest student tail mass: 1 − Σ kept q rounds to 0 when the kept ids are (nearly)
+/// the whole vocabulary, and log 0 has no gradient to give.
+const STUDENT_TAIL_MIN: f64 = 1e-30;
 
 /// log_softmax(logits / T), dividing only when T ≠ 1.
 fn soften(logits: &Tensor, t: f64) -> Tensor {
