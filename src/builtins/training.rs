@@ -192,7 +192,7 @@ pub fn run_training(interp: &mut Interp, a: &Args, plan: &TrainPlan) -> Result<V
         interp.say(&format!("run folder {}", o.display()));
     }
     let cache = match (&plan.teacher_cache, &teacher_w) {
-        (Some(spec), Some(t)) => Some(std::cell::RefCell::new(open_teacher_cache(interp, a, spec, t, &data, plan.seq)?)),
+        (Some(spec), Some(t)) => Some(std::cell::RefCell::new(open_teacher_cache(interp, a, spec, t, &data, plan)?)),
         _ => None,
     };
     let run = Run {
@@ -265,7 +265,8 @@ fn eval_label(interp: &Interp, a: &Args, spec: &DataSpec, blocks: usize, on_val:
 
 /// Opens the teacher cache of this (teacher, data, seq) and says what it holds: a run that
 /// finds it complete never runs the teacher.
-fn open_teacher_cache(interp: &Interp, a: &Args, spec: &TeacherCacheSpec, teacher: &Llama, data: &Dataset, seq: usize) -> Result<TeacherCache, Diagnostic> {
+fn open_teacher_cache(interp: &Interp, a: &Args, spec: &TeacherCacheSpec, teacher: &Llama, data: &Dataset, plan: &TrainPlan) -> Result<TeacherCache, Diagnostic> {
+    let seq = plan.seq;
     let mode = CacheMode::TopK(spec.k);
     let key = cache_key(teacher, &[&data.train, &data.val], mode);
     let dir = match &spec.path {
@@ -280,8 +281,11 @@ fn open_teacher_cache(interp: &Interp, a: &Args, spec: &TeacherCacheSpec, teache
         interp.say(&format!("warning: {w}"));
     }
     let filled = cache.filled();
+    let reads = blocks_read(data, plan);
     interp.say(&if filled == blocks {
         format!("teacher cache {}: complete ({} blocks), the teacher is not run", dir.display(), group_digits(blocks as u64))
+    } else if cache.has_all(&reads) {
+        format!("teacher cache {}: holds every block this run reads ({} of {}), the teacher is not run", dir.display(), group_digits(reads.len() as u64), group_digits(blocks as u64))
     } else if filled > 0 {
         format!("teacher cache {}: {} of {} blocks stored; blocks not yet stored are computed by the teacher and added", dir.display(), group_digits(filled as u64), group_digits(blocks as u64))
     } else {
@@ -294,6 +298,17 @@ fn open_teacher_cache(interp: &Interp, a: &Args, spec: &TeacherCacheSpec, teache
         )
     });
     Ok(cache)
+}
+
+/// The cache's block numbers a fresh run of `plan` reads: the training blocks its steps
+/// draw (all of them once the run covers an epoch; else the start of the first epoch's
+/// order, which is the sampler's) and every validation block.
+fn blocks_read(data: &Dataset, plan: &TrainPlan) -> Vec<u32> {
+    let n = data.train.len();
+    let drawn = train::total_steps(plan, n) as usize * plan.batch * plan.accumulate;
+    let mut reads: Vec<u32> = if drawn >= n { (0..n as u32).collect() } else { crate::engine::data::Sampler::new(plan.seed).order(n)[..drawn].iter().map(|&i| i as u32).collect() };
+    reads.extend((n..n + data.val.len()).map(|i| i as u32));
+    reads
 }
 
 /// `eval(...)`: validation loss and perplexity; returns the perplexity.
