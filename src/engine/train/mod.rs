@@ -29,7 +29,8 @@ pub struct Run<'a> {
     pub teacher: Option<&'a Llama>,
     /// The teacher's offline cache: batches it holds are read instead of running the
     /// teacher, the rest are computed and stored. Block numbers: training blocks first,
-    /// then validation blocks.
+    /// then validation blocks. The loop flushes it before each checkpoint; the caller
+    /// flushes it once `train` returns, however the run ended.
     pub teacher_cache: Option<&'a RefCell<TeacherCache>>,
     pub student: &'a Llama,
     pub data: &'a Dataset,
@@ -163,18 +164,18 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
         for indices in &micro {
             let (input, target, mask) = to_device(run.data.train.batch(indices), device);
             let mut teacher_sparse = None;
-            let (teacher_logits, teacher_states) = match run.teacher.filter(|_| losses.needs_teacher()) {
-                Some(t) if losses.needs_hidden() => {
+            let (teacher_logits, teacher_states) = match (run.teacher.filter(|_| losses.needs_teacher()), run.teacher_cache) {
+                (Some(t), _) if losses.needs_hidden() => {
                     let (l, s) = tch::no_grad(|| t.forward_with_states(&input));
                     (Some(l), Some(s))
                 }
-                Some(t) if run.teacher_cache.is_some() => {
+                (Some(t), Some(cache)) => {
                     let blocks: Vec<u32> = indices.iter().map(|&i| i as u32).collect();
-                    teacher_sparse = Some(cached_teacher(run.teacher_cache.unwrap_or_else(|| unreachable!()), t, &blocks, &input, &target)?);
+                    teacher_sparse = Some(cached_teacher(cache, t, &blocks, &input, &target)?);
                     (None, None)
                 }
-                Some(t) => (Some(tch::no_grad(|| t.forward(&input, None))), None),
-                None => (None, None),
+                (Some(t), None) => (Some(tch::no_grad(|| t.forward(&input, None))), None),
+                (None, _) => (None, None),
             };
             // Adapter dropout is on for this forward only, never for evaluation.
             run.student.set_training(true);
@@ -280,9 +281,6 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
         Some(r) => r.own_eval(&run.data.val, plan.batch)?,
         None => None,
     };
-    if let Some(c) = run.teacher_cache {
-        c.borrow_mut().flush()?;
-    }
     if let Some(e) = &outcome.val {
         metrics.write(&eval_row(total, e))?;
     }
