@@ -391,3 +391,63 @@ fn a_cached_teacher_gives_the_dense_divergences_when_it_keeps_every_id() {
         assert!(cached <= dense + 1e-3 && cached >= 0.0, "k={k}: kl over {k} ids + tail is {cached}, dense {dense}");
     }
 }
+
+/// RS-KD's sampled teacher (`sample(n)`): each id's count / n estimates its probability
+/// without bias, the tail's ids too, so the KL to the draws has the dense KL's gradient on
+/// average. 2,000 positions share one teacher and one student: averaged over them, the
+/// sampled gradient is the dense one; the top-k + tail gradient is not, which is the bias
+/// sampling removes. The draws are systematic, so each count is within one of n·p.
+#[test]
+fn sampled_teacher_counts_are_unbiased_and_give_the_dense_kl_gradient_on_average() {
+    use kdl::engine::cache::{sample::sampled_entries, Payload, SparseTeacher};
+    use kdl::engine::loss::{kl_rows, sparse_kl_rows};
+    let (v, rows, per_row, n) = (40i64, 4usize, 500i64, 50usize);
+    tch::manual_seed(3);
+    let teacher_logits = Tensor::randn([v], (Kind::Float, Device::Cpu)) * 2.0;
+    let p = teacher_logits.softmax(-1, Kind::Float);
+    let logits = teacher_logits.view([1, 1, v]).expand([rows as i64, per_row, v], false).contiguous();
+    let targets = Tensor::zeros([rows as i64, per_row], (Kind::Int64, Device::Cpu));
+    let blocks: Vec<u32> = (0..rows as u32).collect();
+    let entries = sampled_entries(&logits, &targets, n, &blocks);
+    let p_vec = Vec::<f32>::try_from(&p).unwrap();
+    let mut mean = vec![0f64; v as usize];
+    let mut distinct_total = 0usize;
+    for e in &entries {
+        let Payload::Sampled { distinct, ids, counts } = &e.payload else { panic!("a sampled entry") };
+        let mut at = 0;
+        for &d in distinct {
+            let d = d as usize;
+            assert_eq!(counts[at..at + d].iter().map(|&c| c as usize).sum::<usize>(), n, "a position's counts sum to its draws");
+            for j in at..at + d {
+                let expected = n as f64 * p_vec[ids[j] as usize] as f64;
+                assert!((counts[j] as f64 - expected).abs() < 1.0 + 1e-4, "id {}: count {} is not within one of n·p = {expected}", ids[j], counts[j]);
+                mean[ids[j] as usize] += counts[j] as f64 / n as f64;
+            }
+            at += d;
+            distinct_total += d;
+        }
+    }
+    let positions = (rows as i64 * per_row) as f64;
+    let worst = mean.iter().zip(&p_vec).map(|(m, &q)| (m / positions - q as f64).abs()).fold(0.0, f64::max);
+    eprintln!("sample(50) over {v} ids: mean {:.1} distinct ids per position, worst |mean count/n − p| {worst:.2e}", distinct_total as f64 / positions);
+    assert!(worst < 2e-3, "count/n is biased: off by {worst}");
+
+    // The student: one distribution at every position, its gradient averaged over them.
+    let student = (Tensor::randn([v], (Kind::Float, Device::Cpu)) * 2.0).set_requires_grad(true);
+    let grad_of = |f: &dyn Fn(&Tensor) -> Tensor| {
+        let s = student.view([1, v]).expand([positions as i64, v], false);
+        let g = tch::Tensor::run_backward(&[f(&s).mean(Kind::Float)], &[&student], false, false);
+        g[0].shallow_clone()
+    };
+    let lt = p.log().view([1, v]).expand([positions as i64, v], false);
+    let dense = grad_of(&|s| kl_rows(&lt.exp(), &lt, &s.log_softmax(-1, Kind::Float)));
+    let sampled = SparseTeacher::from_entries(&entries, per_row as usize);
+    let width = sampled.k() as i64;
+    let by_draws = grad_of(&|s| sparse_kl_rows(s, &sampled.ids.view([-1, width]), &sampled.log_probs.view([-1, width]), &sampled.tail.view([-1])));
+    let top = SparseTeacher::from_logits(&logits, &targets, 5);
+    let by_top5 = grad_of(&|s| sparse_kl_rows(s, &top.ids.view([-1, 5]), &top.log_probs.view([-1, 5]), &top.tail.view([-1])));
+    let (off_sampled, off_top) = (max_abs_diff(&by_draws, &dense), max_abs_diff(&by_top5, &dense));
+    eprintln!("gradient vs dense KL: sampled {off_sampled:.2e}, top-5 + tail {off_top:.2e}");
+    assert!(off_sampled < 2e-3, "the sampled KL's mean gradient is off the dense one by {off_sampled}");
+    assert!(off_top > 10.0 * off_sampled, "top-5 + tail should be visibly biased here ({off_top}), or this test cannot tell");
+}

@@ -1,5 +1,5 @@
-//! The offline teacher cache end to end (`train(teacher_cache=topk(k))`), as a user runs
-//! it: the first run fills it while training, a second run reads it and never runs the
+//! The offline teacher cache end to end (`train(teacher_cache=topk(k))` and `sample(n)`),
+//! as a user runs it: the first run fills it while training, a second run reads it and never runs the
 //! teacher, with the same losses step for step; a run killed while filling it resumes
 //! with the stored shards and gives the same losses as an uninterrupted one; a damaged
 //! shard is named, deleted and recomputed; a loss the cache cannot serve is an error.
@@ -73,7 +73,19 @@ fn shards(cache: &Path) -> Vec<PathBuf> {
 const LOSS: &str = "0.5*ce + 0.5*kl(T=2)*T^2";
 
 fn args(cache: &Path, key: &str, run: &Path, steps: u64) -> String {
-    format!("steps={steps}, batch=4, seq=32, save_every=3, teacher_cache=topk(16, path={:?}), {key}={:?}", cache.display().to_string(), run.display().to_string())
+    args_with("topk(16", cache, key, run, steps)
+}
+
+/// `mode` is the cache's call up to its path: "topk(16" or "sample(50".
+fn args_with(mode: &str, cache: &Path, key: &str, run: &Path, steps: u64) -> String {
+    format!("steps={steps}, batch=4, seq=32, save_every=3, teacher_cache={mode}, path={:?}), {key}={:?}", cache.display().to_string(), run.display().to_string())
+}
+
+/// The B/token the end-of-run line reports.
+fn bytes_per_token(text: &str) -> f64 {
+    let line = text.lines().rev().find(|l| l.contains("B/token,")).unwrap_or_else(|| panic!("no size line in {text}"));
+    let before = line.split(" B/token").next().unwrap();
+    before.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
 #[test]
@@ -101,14 +113,46 @@ fn a_second_run_reads_the_cache_and_gives_the_same_losses() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// RS-KD: `sample(50)` keeps 50 draws per position as distinct ids with counts. It is
+/// filled while training and read back with the same losses, like top-k, and its entries
+/// are smaller than top-k's whenever the draws repeat.
+#[test]
+fn a_sampled_cache_fills_once_and_a_second_run_reads_it_bit_identical() {
+    let dir = workdir("sampled");
+    let cache = dir.join("tc");
+    let loss = "0.5*ce + 0.5*kl()";
+    let first = run_ok(&script(&dir, loss, &args_with("sample(50", &cache, "out", &dir.join("runs/a"), 8)));
+    assert!(first.contains("50 draws per position from the teacher"), "{first}");
+    // Per position: a byte of distinct ids, 3 bytes (u16 id + count) each, and the target.
+    let per_token = bytes_per_token(&first);
+    assert!(per_token > 1.0 + 3.0 + 4.0 && per_token <= 1.0 + 50.0 * 3.0 + 4.0, "{per_token} B/token");
+    let second = run_ok(&script(&dir, loss, &args_with("sample(50", &cache, "out", &dir.join("runs/b"), 8)));
+    assert!(second.contains("the teacher is not run") && second.contains("(0 this run)"), "{second}");
+    assert_eq!(losses(&dir.join("runs/a")), losses(&dir.join("runs/b")), "reading the sampled cache gives the losses drawing it gave");
+    // A top-k cache of the same teacher and data is another key.
+    let topk = run_ok(&script(&dir, loss, &args_with("topk(16", &cache, "out", &dir.join("runs/c"), 2)));
+    assert!(topk.contains("empty; it fills"), "{topk}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn a_run_killed_while_filling_the_cache_resumes_bit_identical() {
-    let dir = workdir("kill");
+    killed_and_resumed("topk(16", LOSS);
+}
+
+#[test]
+fn a_run_killed_while_filling_a_sampled_cache_resumes_bit_identical() {
+    killed_and_resumed("sample(50", "0.5*ce + 0.5*kl()");
+}
+
+fn killed_and_resumed(mode: &str, loss: &str) {
+    let dir = workdir(&format!("kill-{}", &mode[..4]));
     let cache_whole = dir.join("tc-whole");
     let cache_broken = dir.join("tc-broken");
-    run_ok(&script(&dir, LOSS, &args(&cache_whole, "out", &dir.join("runs/whole"), 30)));
+    let args = |cache: &Path, key: &str, run: &Path, steps: u64| args_with(mode, cache, key, run, steps);
+    run_ok(&script(&dir, loss, &args(&cache_whole, "out", &dir.join("runs/whole"), 30)));
     let broken = dir.join("runs/broken");
-    let mut child = kdl(&script(&dir, LOSS, &args(&cache_broken, "out", &broken, 30))).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = kdl(&script(&dir, loss, &args(&cache_broken, "out", &broken, 30))).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let start = Instant::now();
     // Past the second checkpoint (and so the second shard), before the end.
     while losses_so_far(&broken) < 8 {
@@ -119,7 +163,7 @@ fn a_run_killed_while_filling_the_cache_resumes_bit_identical() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!shards(&cache_broken).is_empty(), "the killed run left whole shards");
-    let text = run_ok(&script(&dir, LOSS, &args(&cache_broken, "resume", &broken, 30)));
+    let text = run_ok(&script(&dir, loss, &args(&cache_broken, "resume", &broken, 30)));
     assert!(text.contains("blocks not yet stored are computed by the teacher and added"), "the partial cache is resumed, not discarded: {text}");
     assert_eq!(losses(&dir.join("runs/whole")), losses(&broken), "killed and resumed while filling the cache, the losses differ");
     std::fs::remove_dir_all(&dir).ok();
@@ -156,6 +200,13 @@ fn a_loss_the_cache_cannot_serve_is_an_error_before_training() {
     assert!(!ok && text.contains("does not use the teacher, so there is nothing to cache"), "{text}");
     let (ok, text) = run(&script(&dir, LOSS, "steps=2, teacher_cache=topk(0)"));
     assert!(!ok && text.contains("1 to 65536"), "{text}");
+    // Draws estimate the teacher at T = 1: a tempered or other divergence needs topk.
+    let (ok, text) = run(&script(&dir, LOSS, &args_with("sample(50", &cache, "out", &dir.join("runs/a"), 2)));
+    assert!(!ok && text.contains("sample(50) cannot serve kl(T=2)") && text.contains("at T=1 only") && text.contains("topk(64)"), "{text}");
+    let (ok, text) = run(&script(&dir, "rkl()", &args_with("sample(50", &cache, "out", &dir.join("runs/a"), 2)));
+    assert!(!ok && text.contains("sample(50) cannot serve rkl") && text.contains("for kl only"), "{text}");
+    let (ok, text) = run(&script(&dir, "kl()", "steps=2, teacher_cache=sample(300)"));
+    assert!(!ok && text.contains("at most 255 draws"), "{text}");
     assert!(!dir.join("runs").exists() && !cache.exists(), "nothing ran");
     std::fs::remove_dir_all(&dir).ok();
 }

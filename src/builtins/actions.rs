@@ -197,7 +197,7 @@ fn teacher_cache(a: &Args, loss: &crate::spec::LossExpr) -> Result<Option<crate:
         Some(Value::Cache(c)) => (*c).clone(),
         Some(other) => {
             return Err(a
-                .error("teacher_cache", format!("`teacher_cache` is topk(k) or \"off\", got {}", crate::kind::with_article(other.kind())))
+                .error("teacher_cache", format!("`teacher_cache` is topk(k), sample(n) or \"off\", got {}", crate::kind::with_article(other.kind())))
                 .help("e.g. teacher_cache=topk(64): the teacher's 64 most likely tokens per position, stored once"))
         }
     };
@@ -211,6 +211,19 @@ fn teacher_cache(a: &Args, loss: &crate::spec::LossExpr) -> Result<Option<crate:
         return Err(a
             .error("teacher_cache", format!("the loss {} does not use the teacher, so there is nothing to cache", loss.describe()))
             .help("add a KL-family term such as kl(T=2)*T^2, or leave out teacher_cache="));
+    }
+    if let crate::spec::train::CacheMode::Sample(n) = spec.mode {
+        // The draws estimate the teacher's distribution at T = 1 without bias, so the
+        // student's cross-entropy on them has forward KL's gradient; other divergences and
+        // temperatures of an estimate are biased, and need the kept probabilities of topk.
+        let tempered = |t: &crate::spec::Term| t.t != crate::spec::Schedule::Const(1.0);
+        if let Some((_, t)) = loss.terms.iter().find(|(_, t)| t.kind.is_kl_family() && (t.kind != crate::spec::TermKind::Kl || tempered(t))) {
+            let why = if t.kind == crate::spec::TermKind::Kl { "at T=1 only: draws at one temperature do not give the distribution at another" } else { "for kl only" };
+            return Err(a
+                .error("teacher_cache", format!("sample({n}) cannot serve {}: a sampled cache estimates the teacher {why}", t.describe()))
+                .note("sample(n) stores n draws per position, an unbiased estimate of the teacher at T=1 that kl reads as cross-entropy on the draws")
+                .help("use teacher_cache=topk(64) for this loss, or kl at T=1 with sample(n)"));
+        }
     }
     Ok(Some(spec))
 }
@@ -270,7 +283,7 @@ pub fn table() -> Vec<Builtin> {
                 param("resume", s, Optional, "run folder to continue from"),
                 param("dry", Kinds::BOOL, Bool(false), "print the plan without training"),
                 param("bench", Kinds::BOOL, Bool(false), "measure only: no checkpoints or evaluation; ends with tokens_per_s=N (median after 2 warm-up steps)"),
-                param("teacher_cache", Kinds::CACHE | s, Str("off"), "the offline teacher cache: topk(64) keeps the teacher's 64 most likely tokens per position, read by later runs instead of running the teacher; \"off\" runs it every step"),
+                param("teacher_cache", Kinds::CACHE | s, Str("off"), "the offline teacher cache: topk(64) keeps the teacher's 64 most likely tokens per position, sample(50) 50 draws from it; later runs read it instead of running the teacher; \"off\" runs it every step"),
                 param("teacher_dtype", s, Str("auto"), "teacher precision: \"auto\" (bf16 on CUDA and on CPUs with AMX-bf16), \"f32\" or \"bf16\""),
                 role_param(Role::Teacher, Kinds::MODEL, "teacher (default: the teacher slot)"),
                 role_param(Role::Data, Kinds::DATA, "data (default: the data slot)"),

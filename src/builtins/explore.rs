@@ -54,7 +54,7 @@ fn entropy(p: &Tensor) -> f64 {
 fn topk(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
     // `topk(64)`: a teacher cache for train(teacher_cache=...), not a table.
     if let Some(Value::Num(k)) = a.get("model") {
-        return cache_spec(a, k);
+        return super::cache::topk_cache(a, k);
     }
     if a.given("path") {
         return Err(a.error("path", "`path=` belongs to a teacher cache, topk(64, path=\"...\")").help("topk(model, text) shows a table; leave out path="));
@@ -202,20 +202,6 @@ fn compare(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
     interp.say(&lines.join("\n"));
     interp.streamed = true;
     Ok(Value::List(Rc::new(kl.into_iter().map(Value::Num).collect())))
-}
-
-/// `topk(k, path=)` as a teacher cache.
-fn cache_spec(a: &Args, k: f64) -> Result<Value, Diagnostic> {
-    if k < 1.0 || k.fract() != 0.0 || k > 65_536.0 {
-        return Err(a.error("model", format!("a teacher cache keeps a whole number of tokens per position, 1 to 65536, not {}", crate::spec::fmt_num(k))).help("e.g. topk(64)"));
-    }
-    for extra in ["text", "k", "T"] {
-        if a.given(extra) {
-            return Err(a.error(extra, format!("`{extra}=` belongs to topk(model, text), not to a teacher cache")).help("a teacher cache is topk(64) or topk(64, path=\"cache/teacher\")"));
-        }
-    }
-    let path = if a.given("path") { Some(a.string("path")?) } else { None };
-    Ok(Value::Cache(std::rc::Rc::new(crate::spec::train::TeacherCacheSpec { k: k as usize, path })))
 }
 
 pub fn table() -> Vec<Builtin> {

@@ -4,6 +4,7 @@
 
 mod actions;
 mod args;
+mod cache;
 mod core;
 mod data;
 mod explore;
@@ -242,6 +243,7 @@ pub fn all() -> &'static [Builtin] {
         t.extend(inference::table());
         t.extend(explore::table());
         t.extend(actions::table());
+        t.extend(cache::table());
         t.extend(replay::table());
         t.extend(merging::table());
         t.extend(mining::table());

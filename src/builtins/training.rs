@@ -227,7 +227,7 @@ pub fn run_training(interp: &mut Interp, a: &Args, plan: &TrainPlan) -> Result<V
             group_digits(c.filled() as u64),
             group_digits(c.blocks as u64),
             group_digits(c.written as u64),
-            c.bytes_per_token(),
+            c.bytes_per_token().unwrap_or(0.0),
             train::report::fmt_bytes(c.disk_bytes())
         ));
     }
@@ -267,7 +267,7 @@ fn eval_label(interp: &Interp, a: &Args, spec: &DataSpec, blocks: usize, on_val:
 /// finds it complete never runs the teacher.
 fn open_teacher_cache(interp: &Interp, a: &Args, spec: &TeacherCacheSpec, teacher: &Llama, data: &Dataset, plan: &TrainPlan) -> Result<TeacherCache, Diagnostic> {
     let seq = plan.seq;
-    let mode = CacheMode::TopK(spec.k);
+    let mode = spec.mode;
     let key = cache_key(teacher, &[&data.train, &data.val], mode);
     let dir = match &spec.path {
         Some(p) => interp.resolve_path(p).join(&key),
@@ -289,13 +289,11 @@ fn open_teacher_cache(interp: &Interp, a: &Args, spec: &TeacherCacheSpec, teache
     } else if filled > 0 {
         format!("teacher cache {}: {} of {} blocks stored; blocks not yet stored are computed by the teacher and added", dir.display(), group_digits(filled as u64), group_digits(blocks as u64))
     } else {
-        format!(
-            "teacher cache {}: empty; it fills as the run trains (top {} per position, {:.0} B/token, about {} when full)",
-            dir.display(),
-            cache.k,
-            cache.bytes_per_token(),
-            train::report::fmt_bytes((cache.bytes_per_token() * (blocks * seq) as f64) as u64)
-        )
+        let size = |per_token: f64| train::report::fmt_bytes((per_token * (blocks * seq) as f64) as u64);
+        match (cache.mode, cache.bytes_per_token()) {
+            (CacheMode::TopK(k), Some(b)) => format!("teacher cache {}: empty; it fills as the run trains (top {k} per position, {b:.0} B/token, about {} when full)", dir.display(), size(b)),
+            (mode, _) => format!("teacher cache {}: empty; it fills as the run trains ({}, its size is reported as it is written)", dir.display(), mode.stores()),
+        }
     });
     Ok(cache)
 }

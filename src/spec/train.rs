@@ -30,23 +30,52 @@ pub struct TrainPlan {
     /// The student's precision ("f32", "bf16", "f16"): what its weights, gradients and
     /// optimizer moments are kept in.
     pub precision: String,
-    /// `teacher_cache=topk(k)`: the teacher is read from (and fills) its offline cache.
+    /// `teacher_cache=topk(k)` or `sample(n)`: the teacher is read from (and fills) its offline cache.
     pub teacher_cache: Option<TeacherCacheSpec>,
 }
 
-/// `topk(64)` or `topk(64, path="...")`: what the offline teacher cache keeps per position
-/// and where it lives (default: the kdl cache folder, keyed by content).
+/// What the offline teacher cache keeps per position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CacheMode {
+    /// `topk(k)`: the k most likely ids with their log-probabilities, the exact tail and
+    /// the target's log-probability.
+    TopK(usize),
+    /// `sample(n)`: n draws from the teacher at T = 1, kept as distinct ids with counts
+    /// (random-sampling KD), and the target's log-probability.
+    Sample(usize),
+}
+
+impl CacheMode {
+    pub fn describe(self) -> String {
+        match self {
+            CacheMode::TopK(k) => format!("topk({k})"),
+            CacheMode::Sample(n) => format!("sample({n})"),
+        }
+    }
+
+    /// What is stored, in words, for the plan.
+    pub fn stores(self) -> String {
+        match self {
+            CacheMode::TopK(k) => format!("the teacher's top {k} log-probs + tail per position"),
+            CacheMode::Sample(n) => format!("{n} draws per position from the teacher, kept as distinct ids with counts"),
+        }
+    }
+}
+
+/// `topk(64)`, `sample(50)`, either with `path="..."`: what the offline teacher cache keeps
+/// per position and where it lives (default: the kdl cache folder, keyed by content).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TeacherCacheSpec {
-    pub k: usize,
+    pub mode: CacheMode,
     pub path: Option<String>,
 }
 
 impl TeacherCacheSpec {
     pub fn describe(&self) -> String {
+        let mode = self.mode.describe();
         match &self.path {
-            Some(p) => format!("topk({}, path={p:?})", self.k),
-            None => format!("topk({})", self.k),
+            Some(p) => format!("{}, path={p:?})", mode.trim_end_matches(')')),
+            None => mode,
         }
     }
 }
@@ -90,7 +119,7 @@ impl TrainPlan {
         let temps = if temps.is_empty() { String::new() } else { format!("  [log-softmax at T = {}]", temps.join(", ")) };
         rows.push(("loss", format!("{}{temps}", self.loss.describe())));
         if let Some(c) = &self.teacher_cache {
-            rows.push(("cache", format!("teacher_cache={}: the teacher's top {} log-probs + tail per position, read where stored, filled where not", c.describe(), c.k)));
+            rows.push(("cache", format!("teacher_cache={}: {}, read where stored, filled where not", c.describe(), c.mode.stores())));
         }
         rows.push(("optim", self.optim.describe()));
         let length = match self.length {

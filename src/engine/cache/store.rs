@@ -3,12 +3,15 @@
 //! the run computed since the last flush, written under a temporary name and renamed, so
 //! a killed run leaves whole shards and the next run reads them and fills only the rest.
 //!
-//! Shard layout, little-endian: the magic `KDLTC\x01\0\0`; u32 block count, seq, k and id
-//! bytes; the block numbers (u32 each); the entries (`BlockEntry::write`, fixed size);
-//! then a CRC-32 of everything before it. A shard whose CRC or size is wrong is reported
+//! Shard layout, little-endian: the magic `KDLTC\x02\0\0`; u32 block count, seq, mode (0
+//! top-k, 1 sampled), k or draws, and id bytes; the block numbers (u32 each); where each
+//! entry ends (u32 each, from the first entry); the entries (`BlockEntry::write`: fixed
+//! size for top-k, sized by their distinct ids when sampled); then a CRC-32 of everything
+//! before it. A shard whose CRC or size is wrong is reported
 //! in one line, deleted and recomputed — never read.
 
 use super::sparse::{BlockEntry, SparseTeacher};
+pub use crate::spec::train::CacheMode;
 use crate::engine::data::{Blocks, KeyHasher};
 use crate::engine::llama::Llama;
 use memmap2::Mmap;
@@ -16,27 +19,25 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Bumped when the shard layout or what an entry means changes.
-const FORMAT: u64 = 1;
-const MAGIC: &[u8; 8] = b"KDLTC\x01\0\0";
+const FORMAT: u64 = 2;
+const MAGIC: &[u8; 8] = b"KDLTC\x02\0\0";
+/// Magic and the five header words.
+const SHARD_HEAD: usize = 28;
 const HEADER: &str = "header.json";
 /// Pending entries are written as a shard once they reach this many bytes.
 const FLUSH_BYTES: usize = 64 << 20;
 
-/// What the cache holds per position.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum CacheMode {
-    /// The `k` most likely ids with their log-probabilities, plus the tail and target.
-    TopK(usize),
-}
-
 /// The teacher cache of one (teacher, data, seq, mode).
 pub struct TeacherCache {
     pub dir: PathBuf,
-    pub k: usize,
+    /// With a top-k width no wider than the vocabulary.
+    pub mode: CacheMode,
     pub seq: usize,
     id_bytes: usize,
-    /// Block number → (shard, offset of its entry).
-    index: HashMap<u32, (usize, usize)>,
+    /// Block number → (shard, where its entry starts and ends).
+    index: HashMap<u32, (usize, usize, usize)>,
+    /// Bytes of the entries stored (written and pending), for B/token.
+    entry_bytes: usize,
     shards: Vec<Mmap>,
     next_shard: u64,
     pending: Vec<(u32, BlockEntry)>,
@@ -54,8 +55,7 @@ pub struct TeacherCache {
 pub fn cache_key(teacher: &Llama, blocks: &[&Blocks], mode: CacheMode) -> String {
     let mut h = KeyHasher::new();
     h.field(&FORMAT.to_le_bytes());
-    let CacheMode::TopK(k) = mode;
-    h.field(format!("topk {k}").as_bytes());
+    h.field(mode.describe().as_bytes());
     let mut tensors: Vec<(String, tch::Tensor)> = teacher.vs.variables().into_iter().chain(teacher.base_tensors()).collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     tensors.dedup_by(|a, b| a.0 == b.0);
@@ -80,17 +80,20 @@ impl TeacherCache {
     /// Opens (or creates) the cache at `dir` for `blocks` blocks of `seq` positions over a
     /// vocabulary of `vocab`. Damaged shards are deleted and named in `warnings`.
     pub fn open(dir: &Path, mode: CacheMode, seq: usize, vocab: usize, blocks: usize, warnings: &mut Vec<String>) -> Result<TeacherCache, String> {
-        let CacheMode::TopK(k) = mode;
-        let k = k.min(vocab.max(1));
+        let mode = match mode {
+            CacheMode::TopK(k) => CacheMode::TopK(k.min(vocab.max(1))),
+            CacheMode::Sample(n) => CacheMode::Sample(n.clamp(1, super::sample::MAX_DRAWS)),
+        };
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the teacher cache {}: {e}", dir.display()))?;
-        let header = serde_json::json!({"format": FORMAT, "mode": "topk", "k": k, "seq": seq, "vocab": vocab, "blocks": blocks, "capture_temperature": 1.0});
+        let (kind, width) = mode_words(mode);
+        let header = serde_json::json!({"format": FORMAT, "mode": (["topk", "sample"][kind]), "width": width, "seq": seq, "vocab": vocab, "blocks": blocks, "capture_temperature": 1.0});
         let header_path = dir.join(HEADER);
         if !header_path.is_file() {
             crate::atomic::write_file(&header_path, &serde_json::to_vec_pretty(&header).unwrap_or_default())
                 .map_err(|e| format!("cannot write the teacher cache {}: {e}", header_path.display()))?;
         }
         let id_bytes = if vocab <= 1 << 16 { 2 } else { 4 };
-        let mut cache = TeacherCache { dir: dir.to_path_buf(), k, seq, id_bytes, index: HashMap::new(), shards: Vec::new(), next_shard: 1, pending: Vec::new(), pending_at: HashMap::new(), pending_bytes: 0, blocks, written: 0 };
+        let mut cache = TeacherCache { dir: dir.to_path_buf(), mode, seq, id_bytes, index: HashMap::new(), entry_bytes: 0, shards: Vec::new(), next_shard: 1, pending: Vec::new(), pending_at: HashMap::new(), pending_bytes: 0, blocks, written: 0 };
         let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| format!("cannot read the teacher cache {}: {e}", dir.display()))?
             .flatten()
@@ -112,37 +115,54 @@ impl TeacherCache {
         Ok(cache)
     }
 
-    fn entry_bytes(&self) -> usize {
-        BlockEntry::stored_bytes(self.seq, self.k, self.id_bytes)
+    /// The top-k width, or None for sampled entries (whose sizes vary).
+    fn topk_width(&self) -> Option<usize> {
+        match self.mode {
+            CacheMode::TopK(k) => Some(k),
+            CacheMode::Sample(_) => None,
+        }
     }
 
     fn read_shard(&mut self, path: &Path) -> Result<(), String> {
         let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
         // Safety: the cache's files are only ever replaced by rename, never written in place.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| e.to_string())?;
-        if map.len() < 28 || &map[..8] != MAGIC {
-            return Err("not a kdl teacher cache shard".into());
+        if map.len() < SHARD_HEAD + 4 || &map[..8] != MAGIC {
+            return Err("not a kdl teacher cache shard of this version".into());
         }
         let (body, crc) = map.split_at(map.len() - 4);
         if crc32fast::hash(body).to_le_bytes() != crc {
             return Err("checksum mismatch".into());
         }
-        let word = |i: usize| u32::from_le_bytes([body[8 + 4 * i], body[9 + 4 * i], body[10 + 4 * i], body[11 + 4 * i]]) as usize;
-        let (count, seq, k, id_bytes) = (word(0), word(1), word(2), word(3));
-        if (seq, k, id_bytes) != (self.seq, self.k, self.id_bytes) {
-            return Err(format!("written for seq {seq}, k {k}, but this cache is seq {}, k {}", self.seq, self.k));
+        let word = |at: usize| body.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize).ok_or("truncated");
+        let (count, seq, kind, width, id_bytes) = (word(8)?, word(12)?, word(16)?, word(20)?, word(24)?);
+        if (seq, (kind, width), id_bytes) != (self.seq, mode_words(self.mode), self.id_bytes) {
+            return Err(format!("written for seq {seq} and another mode than this cache's seq {}, {}", self.seq, self.mode.describe()));
         }
-        let first = 24 + 4 * count;
-        if body.len() != first + count * self.entry_bytes() {
+        let first = SHARD_HEAD + 8 * count;
+        if body.len() < first {
             return Err("truncated".into());
         }
-        let shard = self.shards.len();
+        let mut entries = Vec::with_capacity(count);
+        let mut start = first;
         for i in 0..count {
-            let block = word(4 + i) as u32;
+            let (block, end) = (word(SHARD_HEAD + 4 * i)? as u32, first + word(SHARD_HEAD + 4 * (count + i))?);
             if block as usize >= self.blocks {
                 return Err(format!("block {block} is past the {} blocks of this data", self.blocks));
             }
-            self.index.insert(block, (shard, first + i * self.entry_bytes()));
+            let bytes = body.get(start..end).ok_or("truncated")?;
+            BlockEntry::read(bytes, self.seq, self.topk_width(), self.id_bytes)?;
+            entries.push((block, start, end));
+            start = end;
+        }
+        if start != body.len() {
+            return Err("truncated".into());
+        }
+        let shard = self.shards.len();
+        for (block, start, end) in entries {
+            if self.index.insert(block, (shard, start, end)).is_none() {
+                self.entry_bytes += end - start;
+            }
         }
         self.shards.push(map);
         Ok(())
@@ -158,9 +178,9 @@ impl TeacherCache {
     }
 
     fn entry(&self, block: u32) -> Option<BlockEntry> {
-        if let Some((shard, at)) = self.index.get(&block) {
-            let bytes = &self.shards[*shard][*at..*at + self.entry_bytes()];
-            return Some(BlockEntry::read(bytes, self.seq, self.k, self.id_bytes));
+        if let Some(&(shard, start, end)) = self.index.get(&block) {
+            // Every entry was read once when its shard was opened.
+            return BlockEntry::read(&self.shards[shard][start..end], self.seq, self.topk_width(), self.id_bytes).ok();
         }
         self.pending_at.get(&block).map(|&i| self.pending[i].1.clone())
     }
@@ -168,17 +188,18 @@ impl TeacherCache {
     /// The stored sparse teacher of `blocks`, when all are stored.
     pub fn get(&self, blocks: &[u32]) -> Option<SparseTeacher> {
         let entries: Option<Vec<BlockEntry>> = blocks.iter().map(|&b| self.entry(b)).collect();
-        entries.map(|e| SparseTeacher::from_entries(&e, self.seq, self.k))
+        entries.map(|e| SparseTeacher::from_entries(&e, self.seq))
     }
 
     /// Keeps the entries of `blocks` (rows of `sparse`) that are not stored yet, and
     /// returns the sparse teacher as read back from them, so a fresh batch gives exactly
     /// what a cached one would.
-    pub fn put(&mut self, blocks: &[u32], sparse: &SparseTeacher) -> Result<SparseTeacher, String> {
-        let entries = sparse.entries();
+    pub fn put(&mut self, blocks: &[u32], entries: Vec<BlockEntry>) -> Result<SparseTeacher, String> {
         for (&b, e) in blocks.iter().zip(&entries) {
             if !self.has_all(&[b]) {
-                self.pending_bytes += self.entry_bytes();
+                let size = e.stored_len(self.id_bytes);
+                self.pending_bytes += size;
+                self.entry_bytes += size;
                 self.pending_at.insert(b, self.pending.len());
                 self.pending.push((b, e.clone()));
             }
@@ -186,7 +207,7 @@ impl TeacherCache {
         if self.pending_bytes >= FLUSH_BYTES {
             self.flush()?;
         }
-        Ok(SparseTeacher::from_entries(&entries, self.seq, self.k))
+        Ok(SparseTeacher::from_entries(&entries, self.seq))
     }
 
     /// Writes the pending entries as one shard.
@@ -194,36 +215,59 @@ impl TeacherCache {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let mut bytes = Vec::with_capacity(28 + self.pending.len() * (4 + self.entry_bytes()));
+        let count = self.pending.len();
+        let mut entries = Vec::with_capacity(self.pending_bytes);
+        let mut ends = Vec::with_capacity(count);
+        for (_, e) in &self.pending {
+            e.write(&mut entries, self.id_bytes);
+            ends.push(entries.len() as u32);
+        }
+        let mut bytes = Vec::with_capacity(SHARD_HEAD + 8 * count + entries.len() + 4);
         bytes.extend_from_slice(MAGIC);
-        for w in [self.pending.len(), self.seq, self.k, self.id_bytes] {
+        let (kind, width) = mode_words(self.mode);
+        for w in [count, self.seq, kind, width, self.id_bytes] {
             bytes.extend_from_slice(&(w as u32).to_le_bytes());
         }
         for (b, _) in &self.pending {
             bytes.extend_from_slice(&b.to_le_bytes());
         }
-        for (_, e) in &self.pending {
-            e.write(&mut bytes, self.id_bytes);
+        for end in ends {
+            bytes.extend_from_slice(&end.to_le_bytes());
         }
+        bytes.extend_from_slice(&entries);
         let crc = crc32fast::hash(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
         let path = self.dir.join(format!("shard-{:06}.kdc", self.next_shard));
         crate::atomic::write_file(&path, &bytes).map_err(|e| format!("cannot write the teacher cache {}: {e}", path.display()))?;
         self.next_shard += 1;
-        self.written += self.pending.len();
+        self.written += count;
+        // The entries are counted again as the shard is read back.
+        self.entry_bytes -= self.pending_bytes;
         self.pending.clear();
         self.pending_bytes = 0;
         self.pending_at.clear();
         self.read_shard(&path).map_err(|why| format!("the teacher cache shard {} did not read back: {why}", path.display()))
     }
 
-    /// Bytes per position on disk.
-    pub fn bytes_per_token(&self) -> f64 {
-        self.entry_bytes() as f64 / self.seq as f64
+    /// Bytes per position on disk: fixed for top-k; for sampled entries the mean over those
+    /// stored, None before any is.
+    pub fn bytes_per_token(&self) -> Option<f64> {
+        match self.mode {
+            CacheMode::TopK(k) => Some(BlockEntry::topk_bytes(self.seq, k, self.id_bytes) as f64 / self.seq as f64),
+            CacheMode::Sample(_) => (self.filled() > 0).then(|| self.entry_bytes as f64 / (self.filled() * self.seq) as f64),
+        }
     }
 
     /// Bytes of all shards on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.shards.iter().map(|m| m.len() as u64).sum()
+    }
+}
+
+/// The mode as the shard header's two words: kind (0 top-k, 1 sampled) and k or draws.
+fn mode_words(mode: CacheMode) -> (usize, usize) {
+    match mode {
+        CacheMode::TopK(k) => (0, k),
+        CacheMode::Sample(n) => (1, n),
     }
 }

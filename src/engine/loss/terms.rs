@@ -65,7 +65,8 @@ impl Tempered {
     }
 
     /// Against a cached teacher: both distributions over its k kept ids plus one class for
-    /// the rest. `kept`: ids `[N, k]`, their log-probabilities at T = 1 `[N, k]` and the
+    /// the rest. A sampled cache's kept ids are its draws with log(count / n) and no tail,
+    /// so `kl` at T = 1 is the student's cross-entropy on the draws less their entropy. `kept`: ids `[N, k]`, their log-probabilities at T = 1 `[N, k]` and the
     /// tail's `[N]`. Re-tempering divides the stored log-probabilities by T and
     /// renormalises: exact for the kept ids' relative odds at every T; the tail class is
     /// tempered as if it were one token, exact at T = 1 (lang/losses.md#teacher-cache).
@@ -80,7 +81,8 @@ impl Tempered {
         let student_log_probs = Tensor::cat(&[kept_q, rest_q.unsqueeze(1)], 1);
         let student_probs = needs.student_probs.then(|| student_log_probs.exp());
         let (teacher_log_probs, teacher_probs) = tch::no_grad(|| {
-            let classes = Tensor::cat(&[log_p.shallow_clone(), tail.clamp_min(TAIL_FLOOR).unsqueeze(1)], 1);
+            // A sampled cache's padding slots and empty tail are −inf: floored, they stay 0.
+            let classes = Tensor::cat(&[log_p.clamp_min(TAIL_FLOOR), tail.clamp_min(TAIL_FLOOR).unsqueeze(1)], 1);
             let log_p = soften(&classes, t);
             let p = needs.teacher_probs.then(|| log_p.exp());
             (Some(log_p), p)

@@ -85,7 +85,9 @@ pub fn evaluate(student: &Llama, teacher: Option<&Reference>, blocks: &Blocks, b
                 let k = sparse.k() as i64;
                 tch::no_grad(|| {
                     let (kept, lp, tail) = (sparse.ids.view([-1, k]), sparse.log_probs.view([-1, k]), sparse.tail.view([-1]));
-                    let same = kept.select(1, 0).eq_tensor(&sl.argmax(-1, false)).to_kind(Kind::Float);
+                    // The teacher's most likely id: the first kept (top-k) or the most drawn (sampled).
+                    let top = kept.gather(1, &lp.argmax(1, true), false).squeeze_dim(1);
+                    let same = top.eq_tensor(&sl.argmax(-1, false)).to_kind(Kind::Float);
                     (same, crate::engine::loss::sparse_kl_rows(&sl, &kept, &lp, &tail))
                 })
             }

@@ -17,7 +17,7 @@ use super::llama::Llama;
 use super::loss::{LossInputs, LossPlan};
 use super::optim::Optimizer;
 use crate::spec::train::{RunLength, TrainPlan};
-use super::cache::{SparseTeacher, TeacherCache};
+use super::cache::{CacheMode, SparseTeacher, TeacherCache};
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -82,9 +82,12 @@ pub fn cached_teacher(cache: &RefCell<TeacherCache>, teacher: &Llama, blocks: &[
         return Ok(s.to_device(device));
     }
     let logits = tch::no_grad(|| teacher.forward(input, None));
-    let k = cache.borrow().k;
-    let fresh = SparseTeacher::from_logits(&logits, target, k).to_device(tch::Device::Cpu);
-    Ok(cache.borrow_mut().put(blocks, &fresh)?.to_device(device))
+    let mode = cache.borrow().mode;
+    let fresh = match mode {
+        CacheMode::TopK(k) => SparseTeacher::from_logits(&logits, target, k).to_device(tch::Device::Cpu).entries(),
+        CacheMode::Sample(n) => crate::engine::cache::sample::sampled_entries(&logits, target, n, blocks),
+    };
+    Ok(cache.borrow_mut().put(blocks, fresh)?.to_device(device))
 }
 
 impl Run<'_> {
