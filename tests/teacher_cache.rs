@@ -210,3 +210,78 @@ fn a_loss_the_cache_cannot_serve_is_an_error_before_training() {
     assert!(!dir.join("runs").exists() && !cache.exists(), "nothing ran");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The head of a script: tokenizer, a random teacher and Moby-Dick.
+fn head() -> String {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/moby_dick.txt").display().to_string();
+    format!(
+        "tokenizer bpe(vocab=512, from={corpus:?})\n\
+         teacher llama(layers=2, dim=64, heads=4, seed=1)\n\
+         data text({corpus:?}).split(0.99)\n"
+    )
+}
+
+/// `precompute` fills the cache ahead of training: the run after it finds every block and
+/// never runs the teacher, and a second `precompute` has nothing left to do.
+#[test]
+fn precompute_fills_the_cache_so_training_never_runs_the_teacher() {
+    let dir = workdir("precompute");
+    let cache = dir.join("tc").display().to_string();
+    let text = format!(
+        "{}let c = precompute(teacher, data, sample(50, path={cache:?}), seq=32)\n\
+         student llama(layers=1, dim=64, heads=4, seed=2)\n\
+         loss 0.5*ce + 0.5*kl()\n\
+         train(steps=4, batch=4, seq=32, teacher_cache=c, out={:?})\n",
+        head(),
+        dir.join("runs/a").display().to_string()
+    );
+    let script = dir.join("pre.kd");
+    std::fs::write(&script, &text).unwrap();
+    let first = run_ok(&script);
+    let ran = first.lines().find(|l| l.starts_with("precompute: the teacher ran on")).unwrap_or_else(|| panic!("{first}"));
+    assert!(!ran.contains("ran on 0 blocks"), "{ran}");
+    assert!(first.contains("complete (") && first.contains("the teacher is not run"), "{first}");
+    assert!(first.lines().filter(|l| l.contains("B/token,")).last().is_some_and(|l| l.contains("(0 this run)")), "training computed nothing: {first}");
+    let again = run_ok(&script);
+    assert!(again.contains("precompute: the teacher ran on 0 blocks"), "{again}");
+    assert_eq!(losses(&dir.join("runs/a")), losses(&dir.join("runs/a-2")), "the same cache, the same losses");
+    // A dry run stops at precompute, before the teacher runs.
+    let out = kdl(&script).arg("-n").output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.contains("precompute") && !said.contains("the teacher ran on"), "{said}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `mine(teacher_cache=...)`: `ce(teacher)` is the stored target log-probability, so the
+/// difficulties match mining with the live teacher; the cache keeps the blocks for the
+/// next miner or training run, and reading them gives the same hard set bit for bit.
+#[test]
+fn mining_reads_the_teachers_loss_from_the_cache() {
+    let dir = workdir("mine");
+    let cache = dir.join("tc").display().to_string();
+    let mine = |name: &str, cache_arg: &str| {
+        let text = format!(
+            "{}student llama(layers=1, dim=64, heads=4, seed=2)\n\
+             mine(data, difficulty=ce(student) - ce(teacher), keep=top(20%), seq=32, out={:?}{cache_arg})\n",
+            head(),
+            dir.join(name).display().to_string()
+        );
+        let script = dir.join(format!("{name}.kd"));
+        std::fs::write(&script, text).unwrap();
+        let said = run_ok(&script);
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap();
+        let scores: Vec<f64> = json["difficulties"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        (said, scores, json["indices"].clone())
+    };
+    let (_, live, live_kept) = mine("live.json", "");
+    let with = format!(", teacher_cache=topk(16, path={cache:?})");
+    let (said, filled, filled_kept) = mine("filled.json", &with);
+    assert!(said.contains("empty; it fills") && !said.contains("(0 this run)"), "{said}");
+    let worst = live.iter().zip(&filled).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(worst < 1e-4, "ce(teacher) from the cache is off the live teacher's by {worst}");
+    assert_eq!(live_kept, filled_kept, "the same hard set");
+    let (said, read, _) = mine("read.json", &with);
+    assert!(said.contains("the teacher is not run") && said.contains("(0 this run)"), "{said}");
+    assert_eq!(filled.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), read.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+    std::fs::remove_dir_all(&dir).ok();
+}

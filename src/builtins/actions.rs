@@ -190,7 +190,7 @@ fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
 
 /// `teacher_cache=`: "off" (the default) or `topk(k)`. The cache keeps next-token
 /// distributions only, so a loss that reads the teacher's hidden states cannot use it.
-fn teacher_cache(a: &Args, loss: &crate::spec::LossExpr) -> Result<Option<crate::spec::train::TeacherCacheSpec>, Diagnostic> {
+pub(super) fn teacher_cache(a: &Args, loss: &crate::spec::LossExpr) -> Result<Option<crate::spec::train::TeacherCacheSpec>, Diagnostic> {
     let spec = match a.get("teacher_cache") {
         None => return Ok(None),
         Some(Value::Str(s)) if &*s == "off" => return Ok(None),

@@ -83,6 +83,7 @@ fn mine_action(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
         Some(other) => return Err(a.error("keep", format!("`keep` is a rule such as top(20%) or above(median), got {}", with_article(other.kind())))),
         None => KeepRule::Top(0.2),
     };
+    let cache_spec = super::actions::teacher_cache(a, &difficulty)?;
     let (seq, batch) = (a.count("seq")?, a.count("batch")?);
     let (data, _) = super::training::load_data(interp, a, &spec, (seq, 0), &student, teacher.as_deref(), difficulty.needs_teacher())?;
     let sw = student.weights().map_err(|e| a.error("student", e))?;
@@ -92,13 +93,26 @@ fn mine_action(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
         _ => None,
     };
     interp.say(&format!("mining {} training blocks by difficulty {}, keeping {}", data.train.len(), difficulty.describe(), rule.describe()));
+    // The cache a training run over the same teacher, data and seq reads: mining fills the
+    // training blocks it lacks, so the run after it finds them stored.
+    let cache = match (&cache_spec, &tw) {
+        (Some(c), Some(t)) => {
+            let reads: Vec<u32> = (0..data.train.len() as u32).collect();
+            Some(std::cell::RefCell::new(super::training::open_teacher_cache(interp, a, c, t, &data, seq, &reads)?))
+        }
+        _ => None,
+    };
     let bar = crate::engine::train::report::Progress::new(data.train.len() as u64, 0, true);
     let started = std::time::Instant::now();
-    let scores = mine::score(&sw, tw.as_deref(), &data.train, &difficulty, batch, &mut |done, _| {
+    let scored = mine::score(&sw, tw.as_deref(), cache.as_ref(), &data.train, &difficulty, batch, &mut |done, _| {
         bar.update(done as u64, "blocks scored");
-    })
-    .map_err(|e| a.error("difficulty", e))?;
+    });
     bar.finish();
+    if let Some(c) = &cache {
+        c.borrow_mut().flush().map_err(|e| a.error("teacher_cache", e))?;
+        super::training::say_cache_holds(interp, &c.borrow());
+    }
+    let scores = scored.map_err(|e| a.error("difficulty", e))?;
     let (kept, threshold) = mine::select(&scores, &rule).map_err(|e| a.error("keep", e))?;
     if kept.is_empty() {
         return Err(a.error("keep", format!("{} keeps no blocks (threshold {threshold:.4}, highest difficulty {:.4})", rule.describe(), mine::quantile(&scores, 1.0))).help("lower the threshold, or use top(20%)"));
@@ -186,6 +200,7 @@ pub fn table() -> Vec<Builtin> {
                 param("teacher", Kinds::MODEL, Optional, "the teacher (default: the teacher slot)"),
                 param("seq", n, Num(256.0), "tokens per block: train the hard set with the same seq").range(Range::PositiveInt),
                 param("batch", n, Num(8.0), "blocks per forward").range(Range::PositiveInt),
+                param("teacher_cache", Kinds::CACHE | Kinds::STRING, Str("off"), "read the teacher's side from its offline cache, topk(64) or sample(50), and fill what it lacks (the cache train(teacher_cache=...) of the same data and seq reads); \"off\" runs the teacher"),
                 param("out", Kinds::STRING, Optional, "where the hard set is saved (default runs/<script>/hard_set.json)"),
                 param("from", Kinds::STRING, Optional, "reuse a saved hard set instead of scoring"),
             ],

@@ -227,7 +227,7 @@ impl Builtin {
 /// prints its plan first. Loading models, data and tokenizers still runs, so a dry run
 /// finds missing files, shape and vocabulary mismatches before any compute is spent.
 /// (`topk` stops one too, in its table form only: `topk(64)` is a teacher cache.)
-pub const DRY_RUN_STOPS_AT: &[&str] = &["train", "eval", "mine", "merge", "average", "generate", "chat", "logits", "probe", "compare"];
+pub const DRY_RUN_STOPS_AT: &[&str] = &["train", "eval", "mine", "precompute", "merge", "average", "generate", "chat", "logits", "probe", "compare"];
 
 /// Every builtin, in family order.
 pub fn all() -> &'static [Builtin] {

@@ -31,7 +31,7 @@ pub(super) fn data_tokenizer(interp: &Interp, student: &ModelValue, teacher: Opt
     student.tokenizer.clone().or_else(|| interp.known_tokenizer()).or_else(|| teacher.and_then(|t| t.tokenizer.clone()))
 }
 
-fn engine_error(a: &Args, what: &str, e: String) -> Diagnostic {
+pub(super) fn engine_error(a: &Args, what: &str, e: String) -> Diagnostic {
     Diagnostic::error(e).label(a.call_span, what.to_string())
 }
 
@@ -192,7 +192,7 @@ pub fn run_training(interp: &mut Interp, a: &Args, plan: &TrainPlan) -> Result<V
         interp.say(&format!("run folder {}", o.display()));
     }
     let cache = match (&plan.teacher_cache, &teacher_w) {
-        (Some(spec), Some(t)) => Some(std::cell::RefCell::new(open_teacher_cache(interp, a, spec, t, &data, plan)?)),
+        (Some(spec), Some(t)) => Some(std::cell::RefCell::new(open_teacher_cache(interp, a, spec, t, &data, plan.seq, &blocks_read(&data, plan))?)),
         _ => None,
     };
     let run = Run {
@@ -220,16 +220,7 @@ pub fn run_training(interp: &mut Interp, a: &Args, plan: &TrainPlan) -> Result<V
     let flushed = cache.as_ref().map(|c| c.borrow_mut().flush()).unwrap_or(Ok(()));
     let outcome = outcome.and_then(|o| flushed.map(|_| o)).map_err(|e| engine_error(a, "training here", e))?;
     if let Some(c) = &cache {
-        let c = c.borrow();
-        interp.say(&format!(
-            "teacher cache {}: {} of {} blocks stored ({} this run), {:.0} B/token, {} on disk",
-            c.dir.display(),
-            group_digits(c.filled() as u64),
-            group_digits(c.blocks as u64),
-            group_digits(c.written as u64),
-            c.bytes_per_token().unwrap_or(0.0),
-            train::report::fmt_bytes(c.disk_bytes())
-        ));
+        say_cache_holds(interp, &c.borrow());
     }
     // Without a validation split, the perplexity on (at most 32) training blocks.
     let val = outcome.val.or_else(|| {
@@ -263,10 +254,23 @@ fn eval_label(interp: &Interp, a: &Args, spec: &DataSpec, blocks: usize, on_val:
     }
 }
 
-/// Opens the teacher cache of this (teacher, data, seq) and says what it holds: a run that
-/// finds it complete never runs the teacher.
-fn open_teacher_cache(interp: &Interp, a: &Args, spec: &TeacherCacheSpec, teacher: &Llama, data: &Dataset, plan: &TrainPlan) -> Result<TeacherCache, Diagnostic> {
-    let seq = plan.seq;
+/// What a teacher cache holds after a run wrote to it.
+pub fn say_cache_holds(interp: &Interp, c: &TeacherCache) {
+    interp.say(&format!(
+        "teacher cache {}: {} of {} blocks stored ({} this run), {:.0} B/token, {} on disk",
+        c.dir.display(),
+        group_digits(c.filled() as u64),
+        group_digits(c.blocks as u64),
+        group_digits(c.written as u64),
+        c.bytes_per_token().unwrap_or(0.0),
+        train::report::fmt_bytes(c.disk_bytes())
+    ));
+}
+
+/// Opens the teacher cache of this (teacher, data, seq) — the key every run over them
+/// shares, whatever reads it: train, mine or precompute — and says what it holds of the
+/// blocks `reads` this caller reads: all of them and the teacher is not run.
+pub fn open_teacher_cache(interp: &Interp, a: &Args, spec: &TeacherCacheSpec, teacher: &Llama, data: &Dataset, seq: usize, reads: &[u32]) -> Result<TeacherCache, Diagnostic> {
     let mode = spec.mode;
     let key = cache_key(teacher, &[&data.train, &data.val], mode);
     let dir = match &spec.path {
@@ -281,10 +285,9 @@ fn open_teacher_cache(interp: &Interp, a: &Args, spec: &TeacherCacheSpec, teache
         interp.say(&format!("warning: {w}"));
     }
     let filled = cache.filled();
-    let reads = blocks_read(data, plan);
     interp.say(&if filled == blocks {
         format!("teacher cache {}: complete ({} blocks), the teacher is not run", dir.display(), group_digits(blocks as u64))
-    } else if cache.has_all(&reads) {
+    } else if cache.has_all(reads) {
         format!("teacher cache {}: holds every block this run reads ({} of {}), the teacher is not run", dir.display(), group_digits(reads.len() as u64), group_digits(blocks as u64))
     } else if filled > 0 {
         format!("teacher cache {}: {} of {} blocks stored; blocks not yet stored are computed by the teacher and added", dir.display(), group_digits(filled as u64), group_digits(blocks as u64))

@@ -3,13 +3,17 @@
 //! `kl(T=2)` — computed batched and without gradients, then a keep rule picks the
 //! hardest blocks. Each block's value is its loss plan evaluated on that block alone (mean
 //! over its valid tokens), so a difficulty means what the same expression means as a
-//! training loss.
+//! training loss. With a teacher cache the teacher's side is read from it (`ce(teacher)`
+//! from the stored target log-probabilities, KL-family terms from the kept ids), and the
+//! blocks it lacks are computed and stored for the training run that follows.
 
+use super::cache::{SparseTeacher, TeacherCache};
 use super::data::Blocks;
 use super::llama::Llama;
 use super::loss::{LossInputs, LossPlan};
 use crate::spec::replay::Threshold;
 use crate::spec::{KeepRule, LossExpr, Of};
+use std::cell::RefCell;
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
@@ -28,8 +32,17 @@ fn split_by_model(expr: &LossExpr) -> (Option<LossExpr>, Option<LossExpr>) {
     (some(student), some(teacher))
 }
 
-/// One difficulty per block of `blocks`; `progress(done, total)` after each batch.
-pub fn score(student: &Llama, teacher: Option<&Llama>, blocks: &Blocks, difficulty: &LossExpr, batch: usize, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<f64>, String> {
+/// One difficulty per block of `blocks` (block i is block i of `cache`, when there is
+/// one); `progress(done, total)` after each batch.
+pub fn score(
+    student: &Llama,
+    teacher: Option<&Llama>,
+    cache: Option<&RefCell<TeacherCache>>,
+    blocks: &Blocks,
+    difficulty: &LossExpr,
+    batch: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<f64>, String> {
     for (w, t) in &difficulty.terms {
         if w.as_const().is_none() {
             return Err(format!("the difficulty's weights must be numbers; {} changes over training", w.describe()));
@@ -48,18 +61,34 @@ pub fn score(student: &Llama, teacher: Option<&Llama>, blocks: &Blocks, difficul
     let plan = |e: &LossExpr, scored: &Llama| LossPlan::new(e, &scored.spec, teacher.map(|t| &t.spec), &aux.root());
     let student_plan = on_student.as_ref().map(|e| plan(e, student)).transpose()?;
     let teacher_plan = match (&on_teacher, teacher) {
-        (Some(e), Some(t)) => Some(plan(e, t)?),
+        (Some(e), Some(t)) if cache.is_none() => Some(plan(e, t)?),
         _ => None,
+    };
+    // From a cache the teacher's own terms are its cross-entropy: Σ weight · (−mean log p).
+    let teacher_ce_weight = match (&on_teacher, cache) {
+        (Some(e), Some(_)) => {
+            if let Some((_, t)) = e.terms.iter().find(|(_, t)| t.kind != crate::spec::TermKind::Ce) {
+                return Err(format!("{}(teacher) reads the teacher's logits, which its cache does not keep; only ce(teacher) is stored", t.kind.name()));
+            }
+            e.terms.iter().filter_map(|(w, _)| w.as_const()).sum::<f64>()
+        }
+        _ => 0.0,
     };
     let device = student.device();
     let mut scores = Vec::with_capacity(blocks.len());
     let all: Vec<usize> = (0..blocks.len()).collect();
-    tch::no_grad(|| {
+    tch::no_grad(|| -> Result<(), String> {
         for chunk in all.chunks(batch.max(1)) {
             let (input, target, mask) = blocks.batch(chunk);
             let (input, target, mask) = (input.to_device(device), target.to_device(device), mask.to_device(device));
             let s_logits = student.forward(&input, None);
-            let t_logits = teacher.filter(|_| needs_teacher).map(|t| t.forward(&input, None));
+            let (t_logits, sparse) = match (teacher.filter(|_| needs_teacher), cache) {
+                (Some(t), Some(c)) => {
+                    let ids: Vec<u32> = chunk.iter().map(|&i| i as u32).collect();
+                    (None, Some(super::cache::read_or_fill(c, t, &ids, &input.to_device(t.device()), &target.to_device(t.device()))?.to_device(device)))
+                }
+                (t, _) => (t.map(|t| t.forward(&input, None)), None),
+            };
             for row in 0..chunk.len() as i64 {
                 let one = |x: &Tensor| x.narrow(0, row, 1);
                 let (target, mask) = (one(&target), one(&mask));
@@ -69,12 +98,13 @@ pub fn score(student: &Llama, teacher: Option<&Llama>, blocks: &Blocks, difficul
                     continue;
                 }
                 let t_row = t_logits.as_ref().map(|t| one(t));
+                let sparse_row = sparse.as_ref().map(|s| SparseTeacher { ids: one(&s.ids), log_probs: one(&s.log_probs), tail: one(&s.tail), target: one(&s.target) });
                 let value = |p: &LossPlan, scored: &Tensor| {
                     p.compute(
                         &LossInputs {
                             student_logits: scored,
                             teacher_logits: t_row.as_ref(),
-                            teacher_sparse: None,
+                            teacher_sparse: sparse_row.as_ref(),
                             student_states: None,
                             teacher_states: None,
                             targets: &target,
@@ -94,11 +124,15 @@ pub fn score(student: &Llama, teacher: Option<&Llama>, blocks: &Blocks, difficul
                 if let (Some(p), Some(t)) = (&teacher_plan, &t_row) {
                     d += value(p, t);
                 }
+                if let Some(s) = &sparse_row {
+                    d -= teacher_ce_weight * (&s.target * &mask).sum(Kind::Float).double_value(&[]) / tokens;
+                }
                 scores.push(d);
             }
             progress(scores.len(), blocks.len());
         }
-    });
+        Ok(())
+    })?;
     Ok(scores)
 }
 

@@ -42,7 +42,7 @@ impl Reference<'_> {
                     let (input, target, mask) = blocks.batch(chunk);
                     let device = teacher.device();
                     let ids: Vec<u32> = chunk.iter().map(|&i| (first_block + i) as u32).collect();
-                    let sparse = super::cached_teacher(cache, teacher, &ids, &input.to_device(device), &target.to_device(device))?;
+                    let sparse = crate::engine::cache::read_or_fill(cache, teacher, &ids, &input.to_device(device), &target.to_device(device))?;
                     let m = mask.to_device(sparse.target.device());
                     nll -= (&sparse.target * &m).sum(Kind::Float).double_value(&[]);
                     tokens += m.sum(Kind::Float).double_value(&[]);
@@ -81,7 +81,7 @@ pub fn evaluate(student: &Llama, teacher: Option<&Reference>, blocks: &Blocks, b
             }),
             Some(Reference::Cached { teacher, cache, first_block }) => {
                 let ids: Vec<u32> = chunk.iter().map(|&i| (first_block + i) as u32).collect();
-                let sparse = super::cached_teacher(cache, teacher, &ids, &input, &target)?;
+                let sparse = crate::engine::cache::read_or_fill(cache, teacher, &ids, &input, &target)?;
                 let k = sparse.k() as i64;
                 tch::no_grad(|| {
                     let (kept, lp, tail) = (sparse.ids.view([-1, k]), sparse.log_probs.view([-1, k]), sparse.tail.view([-1]));

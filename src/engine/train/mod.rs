@@ -17,7 +17,7 @@ use super::llama::Llama;
 use super::loss::{LossInputs, LossPlan};
 use super::optim::Optimizer;
 use crate::spec::train::{RunLength, TrainPlan};
-use super::cache::{CacheMode, SparseTeacher, TeacherCache};
+use super::cache::TeacherCache;
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -72,22 +72,6 @@ pub fn total_steps(plan: &TrainPlan, blocks: usize) -> u64 {
 
 fn to_device(t: (tch::Tensor, tch::Tensor, tch::Tensor), d: tch::Device) -> (tch::Tensor, tch::Tensor, tch::Tensor) {
     (t.0.to_device(d), t.1.to_device(d), t.2.to_device(d))
-}
-
-/// The teacher of blocks `blocks` as its cache keeps it: read when stored, else computed
-/// from `input` (the blocks' ids) and stored.
-pub fn cached_teacher(cache: &RefCell<TeacherCache>, teacher: &Llama, blocks: &[u32], input: &tch::Tensor, target: &tch::Tensor) -> Result<SparseTeacher, String> {
-    let device = input.device();
-    if let Some(s) = cache.borrow().get(blocks) {
-        return Ok(s.to_device(device));
-    }
-    let logits = tch::no_grad(|| teacher.forward(input, None));
-    let mode = cache.borrow().mode;
-    let fresh = match mode {
-        CacheMode::TopK(k) => SparseTeacher::from_logits(&logits, target, k).to_device(tch::Device::Cpu).entries(),
-        CacheMode::Sample(n) => crate::engine::cache::sample::sampled_entries(&logits, target, n, blocks),
-    };
-    Ok(cache.borrow_mut().put(blocks, fresh)?.to_device(device))
 }
 
 impl Run<'_> {
@@ -174,7 +158,7 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
                 }
                 (Some(t), Some(cache)) => {
                     let blocks: Vec<u32> = indices.iter().map(|&i| i as u32).collect();
-                    teacher_sparse = Some(cached_teacher(cache, t, &blocks, &input, &target)?);
+                    teacher_sparse = Some(crate::engine::cache::read_or_fill(cache, t, &blocks, &input, &target)?);
                     (None, None)
                 }
                 (Some(t), None) => (Some(tch::no_grad(|| t.forward(&input, None))), None),
