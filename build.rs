@@ -1,6 +1,6 @@
 //! Bakes an rpath to libtorch's `lib/` into every binary, test and bench, so `kdl` runs
-//! without LD_LIBRARY_PATH. libtorch is found through LIBTORCH, which ./setup.sh sets
-//! in .cargo/libtorch.toml.
+//! without LD_LIBRARY_PATH, and keeps libtorch's CUDA half linked. libtorch is found
+//! through LIBTORCH, which ./setup.sh sets in .cargo/libtorch.toml.
 
 use std::path::PathBuf;
 
@@ -15,6 +15,20 @@ fn main() {
         _ => fail(&format!("no libtorch at {}", dir.display())),
     };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    // Nothing in kdl calls libtorch_cuda directly (its kernels register themselves when it
+    // loads), so rustc's default `--as-needed` drops it and tch then finds no CUDA even on
+    // a GPU machine (tch-rs #907, #980). Keep it, and c10_cuda, whenever the wheel has
+    // them; without a GPU they load and report zero devices.
+    if lib.join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-link-search=native={}", lib.display());
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+        for name in ["torch_cuda", "c10_cuda"] {
+            println!("cargo:rustc-link-arg=-l{name}");
+        }
+        println!("cargo:rustc-link-arg=-Wl,--as-needed");
+        println!("cargo:rustc-cfg=kdl_cuda_linked");
+    }
+    println!("cargo:rustc-check-cfg=cfg(kdl_cuda_linked)");
 }
 
 fn fail(why: &str) -> ! {

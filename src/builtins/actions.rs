@@ -284,7 +284,7 @@ pub fn table() -> Vec<Builtin> {
                 param("dry", Kinds::BOOL, Bool(false), "print the plan without training"),
                 param("bench", Kinds::BOOL, Bool(false), "measure only: no checkpoints or evaluation; ends with tokens_per_s=N (median after 2 warm-up steps)"),
                 param("teacher_cache", Kinds::CACHE | s, Str("off"), "the offline teacher cache: topk(64) keeps the teacher's 64 most likely tokens per position, sample(50) 50 draws from it; later runs read it instead of running the teacher; \"off\" runs it every step"),
-                param("teacher_dtype", s, Str("auto"), "teacher precision: \"auto\" (bf16 on CUDA and on CPUs with AMX-bf16), \"f32\" or \"bf16\""),
+                param("teacher_dtype", s, Str("auto"), "teacher precision: \"auto\" (bf16 on CUDA and on CPUs where bf16 measures faster, see kdl info), \"f32\" or \"bf16\""),
                 role_param(Role::Teacher, Kinds::MODEL, "teacher (default: the teacher slot)"),
                 role_param(Role::Data, Kinds::DATA, "data (default: the data slot)"),
                 role_param(Role::Loss, Kinds::LOSS, "loss (default: the loss slot)"),

@@ -92,12 +92,13 @@ pub fn load_data(
 }
 
 /// The teacher's weights in the precision the run asks for. `auto` runs the frozen
-/// teacher in bf16 where that is fast — CUDA, and CPUs with AMX-bf16, where bench/
-/// measured its forward at about 3× f32 — and as loaded elsewhere.
+/// teacher in bf16 where that is fast — CUDA, and CPUs where a bf16 matmul measures at
+/// least 1.3× f32 (AMX, AVX-512 bf16: `engine::device::bf16_pays_off`) — and as loaded
+/// elsewhere.
 pub fn teacher_weights(a: &Args, t: &ModelValue, choice: &str) -> Result<Rc<crate::engine::llama::Llama>, Diagnostic> {
     let w = t.weights().map_err(|e| engine_error(a, "using this teacher", e))?;
     let want = match choice {
-        "auto" if t.device.is_cuda() || crate::engine::cpu_features().contains(&"amx_bf16") => tch::Kind::BFloat16,
+        "auto" if crate::engine::device::bf16_pays_off(t.device) => tch::Kind::BFloat16,
         "auto" => t.dtype,
         other => crate::engine::device::parse_dtype(other, t.device).map_err(|e| a.error("teacher_dtype", e))?,
     };

@@ -1,10 +1,97 @@
-//! Which device and CPU features a run gets. CUDA when present, else the CPU; the CPU's
-//! vector extensions decide later which dtypes pay off (bf16 only with AMX/AVX-512 bf16).
+//! Which device and CPU features a run gets. CUDA when present, else the CPU. Whether
+//! bf16 pays off on a CPU is measured, once per machine, not read off its feature flags:
+//! AMX and AVX-512 bf16 make it 2–4× faster than f32, AVX2 alone makes it slower.
 
-use tch::{Device, Kind};
+use std::sync::OnceLock;
+use tch::{Device, Kind, Tensor};
 
+/// What `device="auto"` means for this process: `kdl run --device` sets it once.
+static CHOSEN: OnceLock<Device> = OnceLock::new();
+
+/// The device `auto` resolves to: the one `--device` chose, else CUDA when present.
 pub fn default_device() -> Device {
-    Device::cuda_if_available()
+    CHOSEN.get().copied().unwrap_or_else(Device::cuda_if_available)
+}
+
+/// `kdl run --device NAME`: every `device="auto"` of the run (models, training) means NAME.
+/// An unknown name or a CUDA device that is not here is an error.
+pub fn choose_default_device(name: &str) -> Result<Device, String> {
+    let device = parse_device(name)?;
+    let _ = CHOSEN.set(device);
+    Ok(device)
+}
+
+/// bf16 is chosen for a frozen model when its matmuls run at least this much faster.
+const BF16_MIN_SPEEDUP: f64 = 1.3;
+
+/// How much faster a bf16 matmul is than f32 on this CPU (f32 time / bf16 time), at the
+/// shape that dominates a distillation step: a small model's output projection, 512
+/// positions × 576 wide onto 8,192 of its vocabulary. Measured the first time a process
+/// asks (about a fifth of a second) and kept in `<kdl cache>/cpu-bf16.json`, keyed by the
+/// CPU, its features and the thread count, so later runs only read it.
+pub fn cpu_bf16_speedup() -> f64 {
+    static MEASURED: OnceLock<f64> = OnceLock::new();
+    *MEASURED.get_or_init(|| {
+        let key = format!("{} | {} | {} threads", cpu_model(), cpu_features().join(" "), tch::get_num_threads());
+        let path = crate::engine::data::default_cache_root().join("cpu-bf16.json");
+        let mut known: serde_json::Map<String, serde_json::Value> = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        if let Some(x) = known.get(&key).and_then(|v| v.as_f64()) {
+            return x;
+        }
+        let x = measure_bf16_speedup();
+        known.insert(key, serde_json::json!(x));
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = crate::atomic::write_file(&path, &serde_json::to_vec_pretty(&known).unwrap_or_default());
+        x
+    })
+}
+
+fn measure_bf16_speedup() -> f64 {
+    tch::no_grad(|| {
+        let a = Tensor::randn([512, 576], (Kind::Float, Device::Cpu));
+        let b = Tensor::randn([576, 8192], (Kind::Float, Device::Cpu));
+        let best = |kind: Kind| {
+            let (a, b) = (a.to_kind(kind), b.to_kind(kind));
+            let _ = a.matmul(&b);
+            (0..3)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    let _ = a.matmul(&b);
+                    t.elapsed().as_secs_f64()
+                })
+                .fold(f64::INFINITY, f64::min)
+        };
+        best(Kind::Float) / best(Kind::BFloat16).max(1e-9)
+    })
+}
+
+/// Whether a frozen model (a teacher) on `device` runs in bf16 under `teacher_dtype="auto"`:
+/// always on CUDA; on a CPU when the measured speed-up reaches `BF16_MIN_SPEEDUP`.
+pub fn bf16_pays_off(device: Device) -> bool {
+    device.is_cuda() || cpu_bf16_speedup() >= BF16_MIN_SPEEDUP
+}
+
+fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    info.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()).unwrap_or_else(|| "unknown cpu".into())
+}
+
+/// One line for `kdl info`: whether libtorch's CUDA half is linked, its runtime version,
+/// the devices it sees and, when none, why.
+pub fn describe_cuda() -> String {
+    if !tch::utils::has_cudart() {
+        return "not built in: this libtorch has no CUDA runtime (a CPU-only torch), so kdl runs on the CPU".into();
+    }
+    let v = tch::utils::version_cudart();
+    let n = tch::Cuda::device_count();
+    let why = match n {
+        0 if !std::path::Path::new("/proc/driver/nvidia/version").exists() => " (no NVIDIA driver is loaded on this machine, so kdl runs on the CPU)",
+        0 => " (the NVIDIA driver sees no GPU, so kdl runs on the CPU)",
+        _ => "",
+    };
+    format!("built in (CUDA runtime {}.{}), devices: {n}{why}", v / 1000, (v % 1000) / 10)
 }
 
 /// The vector extensions of this CPU that matter for kernels and dtypes.
@@ -39,7 +126,7 @@ pub fn parse_device(name: &str) -> Result<Device, String> {
             if tch::Cuda::is_available() {
                 Ok(Device::Cuda(0))
             } else {
-                Err("no CUDA device is available here; use device=\"cpu\" (or leave device out)".into())
+                Err("no CUDA device is available here (`kdl info` says why); use \"cpu\" or \"auto\"".into())
             }
         }
         other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {

@@ -21,4 +21,4 @@ pub mod optim;
 pub mod rng;
 pub mod train;
 
-pub use device::{cpu_features, default_device, describe_device};
+pub use device::{choose_default_device, cpu_features, default_device, describe_cuda, describe_device};

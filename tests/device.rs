@@ -1,0 +1,70 @@
+//! The device path, on a machine with a GPU or without one: libtorch's CUDA half is linked
+//! (so a GPU machine finds its GPU instead of quietly training on the CPU), `kdl info`
+//! says what it finds and why, asking for a CUDA device that is not here is a one-line
+//! error with exit 2, and the CUDA runs skip with a printed reason when there is no GPU.
+
+use std::process::Command;
+
+fn kdl(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kdl")).args(args).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn gpu() -> bool {
+    tch::Cuda::is_available()
+}
+
+/// `--as-needed` used to drop libtorch_cuda.so, and then libtorch registers no CUDA
+/// runtime at all: `has_cudart` is the link, not the hardware (it is true without a GPU).
+#[test]
+fn libtorch_cuda_is_linked_and_info_says_what_it_finds() {
+    assert!(tch::utils::has_cudart(), "libtorch_cuda.so is not linked into the test binary: build.rs must keep it with --no-as-needed");
+    let (code, out, err) = kdl(&["info"]);
+    assert_eq!(code, Some(0), "{err}");
+    let cuda = out.lines().find(|l| l.starts_with("cuda ")).unwrap_or_else(|| panic!("no cuda line in {out}"));
+    assert!(cuda.contains("built in (CUDA runtime 13."), "{cuda}");
+    let devices = tch::Cuda::device_count();
+    assert!(cuda.contains(&format!("devices: {devices}")), "{cuda}");
+    if devices == 0 {
+        assert!(cuda.contains("so kdl runs on the CPU") && (cuda.contains("no NVIDIA driver") || cuda.contains("sees no GPU")), "says why: {cuda}");
+    }
+    let bf16 = out.lines().find(|l| l.starts_with("bf16 ")).unwrap_or_else(|| panic!("no bf16 line in {out}"));
+    assert!(bf16.contains("× f32 on this CPU (measured)") && (bf16.ends_with("picks bf16 here") || bf16.ends_with("picks f32 here")), "{bf16}");
+}
+
+#[test]
+fn a_device_that_is_not_here_is_a_one_line_error_with_exit_2() {
+    let (code, _, err) = kdl(&["run", "--device", "tpu", "-e", "print 1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("unknown device \"tpu\"") && err.contains("\"cuda:N\""), "{err}");
+    let (code, _, err) = kdl(&["run", "--device", "cuda:7", "-e", "print 1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("there is no cuda:7 here"), "{err}");
+    if gpu() {
+        eprintln!("a GPU is present: --device cuda runs instead of failing");
+        let (code, out, err) = kdl(&["run", "--device", "cuda", "-e", "print llama(layers=1, dim=32, heads=2, vocab=64)"]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(out.contains("cuda"), "{out}");
+        return;
+    }
+    let (code, _, err) = kdl(&["run", "--device", "cuda", "-e", "print 1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("--device cuda: no CUDA device is available here") && err.contains("kdl info"), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    // In a script the same cause is an error at the argument, not a panic.
+    let (code, _, err) = kdl(&["run", "--color", "never", "-e", "let m = llama(layers=1, dim=32, heads=2, vocab=64, device=\"cuda\")"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("no CUDA device is available here") && err.contains("device="), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// `--device cpu` is what `auto` means for the run: a model built with the default device
+/// lands on the CPU even where a GPU is present.
+#[test]
+fn device_cpu_makes_auto_mean_the_cpu() {
+    let (code, out, err) = kdl(&["run", "--device", "cpu", "-e", "print llama(layers=1, dim=32, heads=2, vocab=64)"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!out.contains("cuda"), "{out}");
+}
