@@ -1,12 +1,16 @@
 //! Bakes an rpath to libtorch's `lib/` into every binary, test and bench, so `kdl` runs
-//! without LD_LIBRARY_PATH, and keeps libtorch's CUDA half linked. libtorch is found
-//! through LIBTORCH, which ./setup.sh sets in .cargo/libtorch.toml.
+//! without LD_LIBRARY_PATH, keeps libtorch's CUDA half linked, and compiles the
+//! CUDA-graph shim (csrc/) against the same wheel's headers. libtorch is found through
+//! LIBTORCH and the CUDA headers the shim needs through KDL_CUDA_HEADERS, which
+//! ./setup.sh sets in .cargo/libtorch.toml.
 
 use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=KDL_CUDA_HEADERS");
+    println!("cargo:rerun-if-changed=csrc/cuda_graph.cpp");
     let Some(dir) = std::env::var_os("LIBTORCH").map(PathBuf::from) else {
         fail("LIBTORCH is not set");
     };
@@ -26,9 +30,42 @@ fn main() {
             println!("cargo:rustc-link-arg=-l{name}");
         }
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
-        println!("cargo:rustc-cfg=kdl_cuda_linked");
+        if let Some(headers) = cuda_headers(&lib) {
+            build_graph_shim(&dir, &lib, &headers);
+        }
     }
-    println!("cargo:rustc-check-cfg=cfg(kdl_cuda_linked)");
+    println!("cargo:rustc-check-cfg=cfg(kdl_cuda_graphs)");
+}
+
+/// The include folders the shim needs besides torch's own: the wheel's CUDA runtime
+/// headers and the header-only `nvidia-cuda-crt` / `nvidia-cuda-cccl` wheels that
+/// ./setup.sh unpacks (torch does not depend on them). None when they are missing: kdl
+/// then builds without graphs and says so when asked for one.
+fn cuda_headers(lib: &std::path::Path) -> Option<Vec<PathBuf>> {
+    let runtime = lib.join("../../nvidia/cu13/include");
+    let extra = PathBuf::from(std::env::var_os("KDL_CUDA_HEADERS")?);
+    let dirs = vec![runtime, extra.clone(), extra.join("cccl")];
+    let found = |f: &str| dirs.iter().any(|d| d.join(f).exists());
+    (found("cuda_runtime_api.h") && found("crt/host_config.h")).then_some(dirs)
+}
+
+fn build_graph_shim(torch: &std::path::Path, lib: &std::path::Path, headers: &[PathBuf]) {
+    let mut build = cc::Build::new();
+    build.cpp(true).file("csrc/cuda_graph.cpp").flag("-std=c++17").define("_GLIBCXX_USE_CXX11_ABI", "1").warnings(false);
+    for include in [torch.join("include"), torch.join("include/torch/csrc/api/include")].iter().chain(headers) {
+        build.flag("-isystem").flag(include.display().to_string());
+    }
+    build.compile("kdl_cuda_graph");
+    // Header-inline code in the shim calls cudart directly (cudaGetLastError, ...).
+    let cudart = lib.join("../../nvidia/cu13/lib");
+    println!("cargo:rustc-link-search=native={}", cudart.display());
+    println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+    for name in ["-ltorch_cuda", "-lc10_cuda", "-ltorch_cpu", "-lc10", "-l:libcudart.so.13"] {
+        println!("cargo:rustc-link-arg={name}");
+    }
+    println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", cudart.display());
+    println!("cargo:rustc-cfg=kdl_cuda_graphs");
 }
 
 fn fail(why: &str) -> ! {

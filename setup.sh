@@ -11,6 +11,8 @@
 #   LIBTORCH              the torch install torch-sys links (build.rs bakes an rpath)
 #   KDL_PYTHON            the python that has it (tests run fixture scripts with it)
 #   KDL_SMOLLM2           the teacher GGUF: $CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf
+#   KDL_CUDA_HEADERS      header-only CUDA wheels the CUDA-graph shim (csrc/) compiles
+#                         against: $CACHE/cuda-headers-<versions>
 #   KDL_FIXTURES          tiny llama checkpoints + logits   (llama_reference.py)
 #   KDL_FIXTURES_SMOLLM2  SmolLM2 logits, greedy text, tokens (smollm2_reference.py)
 #   KDL_FIXTURES_GGUF     GGUF reader references            (gguf_reference.py)
@@ -40,6 +42,10 @@ MARK="$VENV/.kdl-complete"
 # Present once FIXTURE_PACKAGES (exactly these pins) are installed in the venv.
 DEPS_MARK="$VENV/.kdl-fixture-packages-$(printf '%s\n' "${FIXTURE_PACKAGES[@]}" | sha256sum | cut -c1-16)"
 SMOLLM2="$CACHE/models/${SMOLLM2_MEMBER##*/}"
+# Headers ATen's CUDA headers include that the torch wheel does not depend on: CUDA's
+# crt/ and CCCL (header-only wheels, 3.2 MB together), for csrc/cuda_graph.cpp.
+CUDA_HEADER_WHEELS=(nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85)
+CUDA_HEADERS="$CACHE/cuda-headers-crt13.0.88-cccl13.0.85"
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -168,6 +174,50 @@ PY
   fi
 }
 
+# The CUDA headers the graph shim needs, unpacked from their wheels' nvidia/cu13/include
+# into $CUDA_HEADERS. Left out (with a note; kdl then builds without graphs) where PyPI
+# cannot be reached from a python we did not install (the offline GPU machines).
+fetch_cuda_headers() {
+  [ -f "$CUDA_HEADERS/.kdl-complete" ] && return 0
+  local rc=0
+  set +e
+  (
+    set -e
+    flock 9
+    [ -f "$CUDA_HEADERS/.kdl-complete" ] && exit 0
+    say "fetching CUDA headers for the graph shim (${CUDA_HEADER_WHEELS[*]}, 3.2 MB)"
+    tmp="$CUDA_HEADERS.tmp"
+    rm -rf "$tmp" && mkdir -p "$tmp/wheels"
+    "$PY" -m pip download --quiet --disable-pip-version-check --no-cache-dir --no-deps --retries 2 --timeout 30 \
+      -d "$tmp/wheels" "${CUDA_HEADER_WHEELS[@]}" || { say "pip download ${CUDA_HEADER_WHEELS[*]} failed"; exit 1; }
+    "$PY" - "$tmp" <<'PY' || exit 1
+import glob, os, sys, zipfile
+out = sys.argv[1]
+prefix = "nvidia/cu13/include/"
+for wheel in glob.glob(os.path.join(out, "wheels", "*.whl")):
+    with zipfile.ZipFile(wheel) as z:
+        for name in z.namelist():
+            if name.startswith(prefix) and not name.endswith("/"):
+                dest = os.path.join(out, name[len(prefix):])
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                with z.open(name) as src, open(dest, "wb") as dst:
+                    dst.write(src.read())
+if not os.path.exists(os.path.join(out, "crt", "host_config.h")):
+    sys.exit("setup: the CUDA header wheels have no crt/host_config.h")
+PY
+    rm -rf "$tmp/wheels"
+    touch "$tmp/.kdl-complete"
+    rm -rf "$CUDA_HEADERS" && mv "$tmp" "$CUDA_HEADERS"
+  ) 9>"$CACHE/cuda-headers.lock"
+  rc=$?
+  set -e
+  if [ "$rc" != 0 ]; then
+    [ "$OWN_PY" = 1 ] && exit 1
+    say "no CUDA headers (offline?): kdl builds without CUDA graphs"
+    CUDA_HEADERS=""
+  fi
+}
+
 # make_fixture NAME SCRIPT VAR "MODULES" [ARGS...]: runs tests/fixtures/SCRIPT OUT ARGS...
 # once per version of the script, into OUT=$CACHE/fixtures/NAME-<sha16>, and exports OUT
 # as VAR. MODULES are what the script imports (checked on a python we did not install).
@@ -206,6 +256,7 @@ make_fixture() {
 }
 
 fetch_smollm2
+fetch_cuda_headers
 make_fixture llama llama_reference.py KDL_FIXTURES "transformers"
 make_fixture gguf gguf_reference.py KDL_FIXTURES_GGUF "gguf transformers tokenizers safetensors numpy torch accelerate"
 make_fixture loss loss_reference.py KDL_FIXTURES_LOSS "torch safetensors"
@@ -220,6 +271,9 @@ conf="$ROOT/.cargo/libtorch.toml"
 want=$(printf '# Written by ./setup.sh: the torch %s install kdl links against, the teacher, the fixtures.\n[env]\nLIBTORCH = { value = "%s", relative = false }\nKDL_PYTHON = { value = "%s", relative = false }' "$TORCH_VERSION" "$dir" "$PY")
 if [ -n "$SMOLLM2" ]; then
   want+=$(printf '\nKDL_SMOLLM2 = { value = "%s", relative = false }' "$SMOLLM2")
+fi
+if [ -n "$CUDA_HEADERS" ]; then
+  want+=$(printf '\nKDL_CUDA_HEADERS = { value = "%s", relative = false }' "$CUDA_HEADERS")
 fi
 want+=$ENV_LINES
 if [ ! -f "$conf" ] || [ "$(cat "$conf")" != "$want" ]; then

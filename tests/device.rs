@@ -68,3 +68,35 @@ fn device_cpu_makes_auto_mean_the_cpu() {
     assert_eq!(code, Some(0), "{err}");
     assert!(!out.contains("cuda"), "{out}");
 }
+
+/// kdl's CUDA-graph shim (csrc/cuda_graph.cpp) is compiled and linked wherever
+/// ./setup.sh found its headers; without a GPU, making a graph is an error with CUDA's
+/// own cause — a C++ exception caught in the shim, not an abort. With a GPU, a captured
+/// computation replays on refilled inputs.
+#[test]
+fn the_graph_shim_is_built_and_without_a_gpu_a_graph_is_an_error_not_an_abort() {
+    use kdl::engine::cuda_graph::{self, Graph};
+    if !cuda_graph::built_in() {
+        assert!(option_env!("KDL_CUDA_HEADERS").is_none(), "./setup.sh set KDL_CUDA_HEADERS but the shim was not built");
+        eprintln!("skipped: {}", cuda_graph::NOT_BUILT);
+        return;
+    }
+    let (cudart, devices) = cuda_graph::probe().expect("the probe never fails");
+    assert!(cudart >= 13000, "CUDA runtime {cudart}");
+    assert_eq!(devices as i64, tch::Cuda::device_count());
+    if devices == 0 {
+        let err = Graph::new().err().expect("no GPU, so no graph");
+        eprintln!("without a GPU, Graph::new says: {err}");
+        assert!(err.contains("CUDA") && !err.contains('\n'), "{err}");
+        return;
+    }
+    let device = tch::Device::Cuda(0);
+    let input = tch::Tensor::ones([1024], (tch::Kind::Float, device));
+    // Warm up eagerly first, as torch.cuda.graph asks.
+    let _ = (&input * 2.0 + 1.0).sum(tch::Kind::Float);
+    let mut graph = Graph::new().expect("a graph on a GPU");
+    let output = graph.capture(|| (&input * 2.0 + 1.0).sum(tch::Kind::Float)).expect("capture");
+    let _ = input.shallow_clone().fill_(3.0);
+    graph.replay().expect("replay");
+    assert_eq!(output.double_value(&[]), 1024.0 * 7.0, "the replay read the refilled input");
+}

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod chat;
 pub mod data;
 pub mod checkpoint;
+pub mod cuda_graph;
 pub mod device;
 pub mod generate;
 pub mod gguf;
