@@ -19,6 +19,7 @@ fn main() {
         _ => fail(&format!("no libtorch at {}", dir.display())),
     };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    build_autocast_shim(&dir);
     // Nothing in kdl calls libtorch_cuda directly (its kernels register themselves when it
     // loads), so rustc's default `--as-needed` drops it and tch then finds no CUDA even on
     // a GPU machine (tch-rs #907, #980). Keep it, and c10_cuda, whenever the wheel has
@@ -35,6 +36,17 @@ fn main() {
         }
     }
     println!("cargo:rustc-check-cfg=cfg(kdl_cuda_graphs)");
+}
+
+/// csrc/autocast.cpp: CPU and CUDA autocast, which needs only ATen's own headers.
+fn build_autocast_shim(torch: &std::path::Path) {
+    println!("cargo:rerun-if-changed=csrc/autocast.cpp");
+    let mut build = cc::Build::new();
+    build.cpp(true).file("csrc/autocast.cpp").flag("-std=c++17").define("_GLIBCXX_USE_CXX11_ABI", "1").warnings(false);
+    for include in [torch.join("include"), torch.join("include/torch/csrc/api/include")] {
+        build.flag("-isystem").flag(include.display().to_string());
+    }
+    build.compile("kdl_autocast");
 }
 
 /// The include folders the shim needs besides torch's own: the wheel's CUDA runtime

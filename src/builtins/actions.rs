@@ -163,6 +163,17 @@ fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
         (None, None) => return Err(missing_length(a.builtin.name, a.call_span)),
     };
     let teacher_cache = teacher_cache(a, &loss)?;
+    let mixed = match a.string("precision")?.as_str() {
+        "f32" => false,
+        "bf16" | "auto" if student_value.dtype != tch::Kind::Float => {
+            return Err(a
+                .error("precision", format!("precision= mixes bf16 matmuls over f32 weights, but this student is {} already", crate::engine::device::dtype_name(student_value.dtype)))
+                .help("build the student in f32 (leave out dtype=) for mixed precision, or leave out precision= to train it as it is"))
+        }
+        "bf16" => true,
+        "auto" => crate::engine::device::bf16_pays_off(student_value.device),
+        other => return Err(a.error("precision", format!("precision is \"f32\", \"bf16\" or \"auto\", not {other:?}")).help("\"bf16\": bf16 matmuls over f32 weights; \"auto\": bf16 where it measures faster (kdl info)")),
+    };
     let opt_str = |name: &str| -> Result<Option<String>, Diagnostic> { if a.given(name) { a.string(name).map(Some) } else { Ok(None) } };
     Ok(TrainPlan {
         teacher,
@@ -184,6 +195,7 @@ fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
         resume: opt_str("resume")?,
         adapter,
         precision: crate::engine::device::dtype_name(student_value.dtype).to_string(),
+        mixed,
         teacher_cache,
     })
 }
@@ -284,6 +296,7 @@ pub fn table() -> Vec<Builtin> {
                 param("dry", Kinds::BOOL, Bool(false), "print the plan without training"),
                 param("bench", Kinds::BOOL, Bool(false), "measure only: no checkpoints or evaluation; ends with tokens_per_s=N (median after 2 warm-up steps)"),
                 param("teacher_cache", Kinds::CACHE | s, Str("off"), "the offline teacher cache: topk(64) keeps the teacher's 64 most likely tokens per position, sample(50) 50 draws from it; later runs read it instead of running the teacher; \"off\" runs it every step"),
+                param("precision", s, Str("f32"), "the student's arithmetic: \"f32\", \"bf16\" (mixed: bf16 matmuls under autocast over f32 weights, gradients and optimizer state) or \"auto\" (bf16 on CUDA and where it measures faster on this CPU, see kdl info)"),
                 param("teacher_dtype", s, Str("auto"), "teacher precision: \"auto\" (bf16 on CUDA and on CPUs where bf16 measures faster, see kdl info), \"f32\" or \"bf16\""),
                 role_param(Role::Teacher, Kinds::MODEL, "teacher (default: the teacher slot)"),
                 role_param(Role::Data, Kinds::DATA, "data (default: the data slot)"),

@@ -3,6 +3,7 @@
 //! out (`checkpoint`, `gguf`, `load`), tokenizers (`bpe`), and inference (`generate`,
 //! `chat`).
 
+pub mod autocast;
 pub mod bpe;
 pub mod cache;
 pub mod chat;

@@ -30,6 +30,9 @@ pub struct TrainPlan {
     /// The student's precision ("f32", "bf16", "f16"): what its weights, gradients and
     /// optimizer moments are kept in.
     pub precision: String,
+    /// `precision="bf16"` (or `"auto"` where bf16 measures faster): the student's forward
+    /// runs under bf16 autocast over its f32 weights (mixed precision).
+    pub mixed: bool,
     /// `teacher_cache=topk(k)` or `sample(n)`: the teacher is read from (and fills) its offline cache.
     pub teacher_cache: Option<TeacherCacheSpec>,
 }
@@ -105,6 +108,8 @@ impl TrainPlan {
         }
         if self.precision != "f32" && self.adapter.is_some() {
             rows.push(("dtype", format!("the adapter trains in f32 on the frozen {} base", self.precision)));
+        } else if self.mixed {
+            rows.push(("dtype", "bf16 mixed: the student's matmuls in bf16 under autocast; f32 weights, gradients, softmax, loss and optimizer state".into()));
         } else if self.precision != "f32" {
             // Said out loud: with no f32 master weights, small updates round away.
             rows.push(("dtype", format!("{} throughout: weights, gradients and optimizer moments (pure {}, not mixed precision)", self.precision, self.precision)));

@@ -169,6 +169,8 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
             let (student_logits, student_states) = if losses.needs_hidden() {
                 let (l, s) = run.student.forward_with_states(&input);
                 (l, Some(s))
+            } else if plan.mixed {
+                (crate::engine::autocast::mixed(input.device(), || run.student.forward(&input, None))?, None)
             } else {
                 (run.student.forward(&input, None), None)
             };
