@@ -204,6 +204,7 @@ impl BlockEntry {
     /// Reads one entry of `seq` positions from exactly its bytes; `k` is the top-k width
     /// (None for a sampled entry, whose size its `distinct` counts give).
     pub fn read(bytes: &[u8], seq: usize, k: Option<usize>, id_bytes: usize) -> Result<BlockEntry, String> {
+        Self::check_layout(bytes, seq, k, id_bytes)?;
         let f32s = |b: &[u8]| b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>();
         let ids_of = |b: &[u8]| -> Vec<u32> {
             if id_bytes == 2 {
@@ -212,12 +213,8 @@ impl BlockEntry {
                 b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
             }
         };
-        let wrong = || format!("an entry of {} bytes does not fit its layout", bytes.len());
         let (payload, target) = match k {
             Some(k) => {
-                if bytes.len() != Self::topk_bytes(seq, k, id_bytes) {
-                    return Err(wrong());
-                }
                 let n = seq * k;
                 let (ids, rest) = bytes.split_at(n * id_bytes);
                 let (lp, rest) = rest.split_at(n * 2);
@@ -225,16 +222,26 @@ impl BlockEntry {
                 (Payload::TopK { ids: ids_of(ids), log_probs: lp.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect(), tail: f32s(tail) }, target)
             }
             None => {
-                let distinct = bytes.get(..seq).ok_or_else(wrong)?;
+                let distinct = &bytes[..seq];
                 let n: usize = distinct.iter().map(|&d| d as usize).sum();
-                if distinct.contains(&0) || bytes.len() != seq + n * (id_bytes + 1) + seq * 4 {
-                    return Err(wrong());
-                }
                 let (ids, rest) = bytes[seq..].split_at(n * id_bytes);
                 let (counts, target) = rest.split_at(n);
                 (Payload::Sampled { distinct: distinct.to_vec(), ids: ids_of(ids), counts: counts.to_vec() }, target)
             }
         };
         Ok(BlockEntry { payload, target: f32s(target) })
+    }
+
+    /// Whether `bytes` have the size an entry of this layout has, without decoding it (a
+    /// sampled entry's size is in its first `seq` bytes, the distinct ids per position).
+    pub fn check_layout(bytes: &[u8], seq: usize, k: Option<usize>, id_bytes: usize) -> Result<(), String> {
+        let fits = match k {
+            Some(k) => bytes.len() == Self::topk_bytes(seq, k, id_bytes),
+            None => bytes.get(..seq).is_some_and(|distinct| {
+                let n: usize = distinct.iter().map(|&d| d as usize).sum();
+                !distinct.contains(&0) && bytes.len() == seq + n * (id_bytes + 1) + seq * 4
+            }),
+        };
+        fits.then_some(()).ok_or_else(|| format!("an entry of {} bytes does not fit its layout", bytes.len()))
     }
 }

@@ -36,8 +36,6 @@ pub struct TeacherCache {
     id_bytes: usize,
     /// Block number → (shard, where its entry starts and ends).
     index: HashMap<u32, (usize, usize, usize)>,
-    /// Bytes of the entries stored (written and pending), for B/token.
-    entry_bytes: usize,
     shards: Vec<Mmap>,
     next_shard: u64,
     pending: Vec<(u32, BlockEntry)>,
@@ -93,7 +91,7 @@ impl TeacherCache {
                 .map_err(|e| format!("cannot write the teacher cache {}: {e}", header_path.display()))?;
         }
         let id_bytes = if vocab <= 1 << 16 { 2 } else { 4 };
-        let mut cache = TeacherCache { dir: dir.to_path_buf(), mode, seq, id_bytes, index: HashMap::new(), entry_bytes: 0, shards: Vec::new(), next_shard: 1, pending: Vec::new(), pending_at: HashMap::new(), pending_bytes: 0, blocks, written: 0 };
+        let mut cache = TeacherCache { dir: dir.to_path_buf(), mode, seq, id_bytes, index: HashMap::new(), shards: Vec::new(), next_shard: 1, pending: Vec::new(), pending_at: HashMap::new(), pending_bytes: 0, blocks, written: 0 };
         let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| format!("cannot read the teacher cache {}: {e}", dir.display()))?
             .flatten()
@@ -151,7 +149,7 @@ impl TeacherCache {
                 return Err(format!("block {block} is past the {} blocks of this data", self.blocks));
             }
             let bytes = body.get(start..end).ok_or("truncated")?;
-            BlockEntry::read(bytes, self.seq, self.topk_width(), self.id_bytes)?;
+            BlockEntry::check_layout(bytes, self.seq, self.topk_width(), self.id_bytes)?;
             entries.push((block, start, end));
             start = end;
         }
@@ -160,9 +158,7 @@ impl TeacherCache {
         }
         let shard = self.shards.len();
         for (block, start, end) in entries {
-            if self.index.insert(block, (shard, start, end)).is_none() {
-                self.entry_bytes += end - start;
-            }
+            self.index.insert(block, (shard, start, end));
         }
         self.shards.push(map);
         Ok(())
@@ -179,7 +175,7 @@ impl TeacherCache {
 
     fn entry(&self, block: u32) -> Option<BlockEntry> {
         if let Some(&(shard, start, end)) = self.index.get(&block) {
-            // Every entry was read once when its shard was opened.
+            // Every entry's layout was checked when its shard was opened.
             return BlockEntry::read(&self.shards[shard][start..end], self.seq, self.topk_width(), self.id_bytes).ok();
         }
         self.pending_at.get(&block).map(|&i| self.pending[i].1.clone())
@@ -197,9 +193,7 @@ impl TeacherCache {
     pub fn put(&mut self, blocks: &[u32], entries: Vec<BlockEntry>) -> Result<SparseTeacher, String> {
         for (&b, e) in blocks.iter().zip(&entries) {
             if !self.has_all(&[b]) {
-                let size = e.stored_len(self.id_bytes);
-                self.pending_bytes += size;
-                self.entry_bytes += size;
+                self.pending_bytes += e.stored_len(self.id_bytes);
                 self.pending_at.insert(b, self.pending.len());
                 self.pending.push((b, e.clone()));
             }
@@ -241,8 +235,6 @@ impl TeacherCache {
         crate::atomic::write_file(&path, &bytes).map_err(|e| format!("cannot write the teacher cache {}: {e}", path.display()))?;
         self.next_shard += 1;
         self.written += count;
-        // The entries are counted again as the shard is read back.
-        self.entry_bytes -= self.pending_bytes;
         self.pending.clear();
         self.pending_bytes = 0;
         self.pending_at.clear();
@@ -254,7 +246,10 @@ impl TeacherCache {
     pub fn bytes_per_token(&self) -> Option<f64> {
         match self.mode {
             CacheMode::TopK(k) => Some(BlockEntry::topk_bytes(self.seq, k, self.id_bytes) as f64 / self.seq as f64),
-            CacheMode::Sample(_) => (self.filled() > 0).then(|| self.entry_bytes as f64 / (self.filled() * self.seq) as f64),
+            CacheMode::Sample(_) => {
+                let stored = self.index.values().map(|&(_, start, end)| end - start).sum::<usize>() + self.pending_bytes;
+                (self.filled() > 0).then(|| stored as f64 / (self.filled() * self.seq) as f64)
+            }
         }
     }
 
