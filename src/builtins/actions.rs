@@ -18,6 +18,16 @@ pub(super) fn input(interp: &Interp, a: &Args, role: Role) -> Option<Value> {
     }
 }
 
+/// A role's model: the same-named argument, else the slot; another kind of value is an
+/// error naming the builtin.
+pub(super) fn model_input(interp: &Interp, a: &Args, role: Role) -> Result<Option<std::rc::Rc<crate::eval::ModelValue>>, Diagnostic> {
+    match super::actions::input(interp, a, role) {
+        Some(Value::Model(m)) => Ok(Some(m)),
+        Some(other) => Err(a.error(role.name(), format!("`{}` needs a model as the {}, got {}", a.builtin.name, role.name(), with_article(other.kind())))),
+        None => Ok(None),
+    }
+}
+
 fn missing(a: &Args, role: Role) -> Diagnostic {
     missing_slot(a.builtin.name, role, a.call_span)
 }

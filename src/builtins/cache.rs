@@ -49,12 +49,7 @@ fn precompute(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
         Some(other) => return Err(a.error("cache", format!("`precompute` fills a teacher cache, topk(64) or sample(50), got {}", crate::kind::with_article(other.kind())))),
         None => return Err(a.error("cache", "`precompute` needs the cache to fill").help("e.g. precompute(teacher, data, topk(64), seq=128)")),
     };
-    let model = |role: Role| match super::actions::input(interp, a, role) {
-        Some(Value::Model(m)) => Ok(Some(m)),
-        Some(other) => Err(a.error(role.name(), format!("`precompute` needs a model as the {}, got {}", role.name(), crate::kind::with_article(other.kind())))),
-        None => Ok(None),
-    };
-    let teacher = model(Role::Teacher)?.ok_or_else(|| super::actions::missing_slot("precompute", Role::Teacher, a.call_span))?;
+    let teacher = super::actions::model_input(interp, a, Role::Teacher)?.ok_or_else(|| super::actions::missing_slot("precompute", Role::Teacher, a.call_span))?;
     // The student slot, when set, frames the data as the training run will; a student
     // from llama(...) has no tokens of its own, and the teacher's frame the data then.
     let framing = match interp.slot(Role::Student) {

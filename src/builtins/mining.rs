@@ -6,7 +6,7 @@
 use super::{param, Args, Builtin, Default::*, Family, Range};
 use crate::diag::Diagnostic;
 use crate::engine::mine;
-use crate::eval::{Interp, ModelValue, Value};
+use crate::eval::{Interp, Value};
 use crate::kind::{with_article, Kinds};
 use crate::spec::replay::Threshold;
 use crate::spec::{fmt_num, DataSpec, KeepRule, LossExpr, Of, Schedule, Subset, Term, TermKind};
@@ -16,14 +16,6 @@ use std::sync::Arc;
 
 fn ce_of(of: Of, weight: f64) -> (Schedule, Term) {
     (Schedule::Const(weight), Term { kind: TermKind::Ce, of: Some(of), t: Schedule::Const(1.0), mix: None, layers: None })
-}
-
-fn model_input(interp: &Interp, a: &Args, role: Role) -> Result<Option<Rc<ModelValue>>, Diagnostic> {
-    match super::actions::input(interp, a, role) {
-        Some(Value::Model(m)) => Ok(Some(m)),
-        Some(other) => Err(a.error(role.name(), format!("`mine` needs a model as the {}, got {}", role.name(), with_article(other.kind())))),
-        None => Ok(None),
-    }
 }
 
 /// The saved hard set: what was mined, how, and every block's difficulty.
@@ -66,8 +58,8 @@ fn mine_action(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
     if a.given("from") {
         return reuse(interp, a, &spec);
     }
-    let student = model_input(interp, a, Role::Student)?.ok_or_else(|| super::actions::missing_slot("mine", Role::Student, a.call_span))?;
-    let teacher = model_input(interp, a, Role::Teacher)?;
+    let student = super::actions::model_input(interp, a, Role::Student)?.ok_or_else(|| super::actions::missing_slot("mine", Role::Student, a.call_span))?;
+    let teacher = super::actions::model_input(interp, a, Role::Teacher)?;
     let difficulty = match a.get("difficulty") {
         Some(Value::Loss(l)) => (*l).clone(),
         Some(other) => return Err(a.error("difficulty", format!("a difficulty is a loss expression such as ce(student) - ce(teacher), got {}", with_article(other.kind())))),
