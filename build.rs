@@ -19,7 +19,7 @@ fn main() {
         _ => fail(&format!("no libtorch at {}", dir.display())),
     };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    build_autocast_shim(&dir);
+    build_cpu_shims(&dir);
     // Nothing in kdl calls libtorch_cuda directly (its kernels register themselves when it
     // loads), so rustc's default `--as-needed` drops it and tch then finds no CUDA even on
     // a GPU machine (tch-rs #907, #980). Keep it, and c10_cuda, whenever the wheel has
@@ -38,15 +38,18 @@ fn main() {
     println!("cargo:rustc-check-cfg=cfg(kdl_cuda_graphs)");
 }
 
-/// csrc/autocast.cpp: CPU and CUDA autocast, which needs only ATen's own headers.
-fn build_autocast_shim(torch: &std::path::Path) {
-    println!("cargo:rerun-if-changed=csrc/autocast.cpp");
-    let mut build = cc::Build::new();
-    build.cpp(true).file("csrc/autocast.cpp").flag("-std=c++17").define("_GLIBCXX_USE_CXX11_ABI", "1").warnings(false);
-    for include in [torch.join("include"), torch.join("include/torch/csrc/api/include")] {
-        build.flag("-isystem").flag(include.display().to_string());
+/// csrc/autocast.cpp (CPU and CUDA autocast) and csrc/optim.cpp (ATen's fused AdamW):
+/// both need only ATen's own headers.
+fn build_cpu_shims(torch: &std::path::Path) {
+    for (file, name) in [("csrc/autocast.cpp", "kdl_autocast"), ("csrc/optim.cpp", "kdl_optim")] {
+        println!("cargo:rerun-if-changed={file}");
+        let mut build = cc::Build::new();
+        build.cpp(true).file(file).flag("-std=c++17").define("_GLIBCXX_USE_CXX11_ABI", "1").warnings(false);
+        for include in [torch.join("include"), torch.join("include/torch/csrc/api/include")] {
+            build.flag("-isystem").flag(include.display().to_string());
+        }
+        build.compile(name);
     }
-    build.compile("kdl_autocast");
 }
 
 /// The include folders the shim needs besides torch's own: the wheel's CUDA runtime

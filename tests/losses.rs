@@ -218,6 +218,36 @@ fn masked_positions_are_never_read() {
     assert_eq!(clean, dirty);
 }
 
+/// What a captured training step runs: one `StepValues` refilled in place at each step
+/// and every position weighed by its mask (no data-dependent shapes). It must give the
+/// eager loss, its terms and its gradient, at steps where the schedules differ.
+#[test]
+fn device_values_and_fixed_shapes_give_the_eager_loss() {
+    let f = Fixture::load();
+    let mut session = Session::capture();
+    let Some(Value::Loss(expr)) = session.eval_str("let w = linear(1, 0)\nw*ce + (1 - w)*kl(T=linear(3, 1))*T^2 + 0.3*tvd()").unwrap() else { panic!("a loss") };
+    let vs = nn::VarStore::new(Device::Cpu);
+    let p = plan(&expr, &vs, 8);
+    let (teacher, targets, mask) = (f.t("teacher_logits"), f.t("targets"), f.t("mask"));
+    assert!(mask.eq(0.0).any().int64_value(&[]) == 1, "the fixture masks some positions");
+    let mut values = p.values(Device::Cpu);
+    for step in [0, 37, 50, 99] {
+        let eager_logits = f.student_logits();
+        let eager = p.compute(&logit_inputs(&f, &eager_logits, &teacher, &targets, &mask), step, 100);
+        eager.total.backward();
+        let fixed_logits = f.student_logits();
+        p.set_values(&mut values, step, 100, f.v("denominator"));
+        let fixed = p.compute_with(&logit_inputs(&f, &fixed_logits, &teacher, &targets, &mask), &values, true);
+        fixed.total.backward();
+        close(&format!("step {step}: total"), fixed.total.double_value(&[]), eager.total.double_value(&[]));
+        for ((name, want), got) in eager.terms.iter().zip(&fixed.terms) {
+            close(&format!("step {step}: {name}"), got.double_value(&[]), *want);
+        }
+        let g = max_abs_diff(&fixed_logits.grad(), &eager_logits.grad());
+        assert!(g < 1e-6, "step {step}: gradients differ by {g}");
+    }
+}
+
 #[test]
 fn bf16_logits_are_upcast_and_close_to_f32() {
     let f = Fixture::load();

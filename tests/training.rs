@@ -502,3 +502,39 @@ fn bf16_cpu_training_stays_close_to_f32_over_50_steps() {
     assert!(f32.last() < f32.first(), "the run learns");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `graph="on"` where a step cannot be captured (here: a CPU) trains eager and says why
+/// in one line, with the same loss curve as `graph="off"`; a mode that does not exist is
+/// an error at the argument. With a GPU, the captured run's curve follows the eager one.
+#[test]
+fn graph_on_without_cuda_falls_back_and_names_the_reason() {
+    let dir = workdir("graph");
+    let args = |mode: &str, out: &str| format!("steps=12, batch=2, seq=32, out=\"{out}\", graph=\"{mode}\"");
+    let on = run_ok(&script(&dir, &args("on", "runs/on"), "3e-3"));
+    let off = run_ok(&script(&dir, &args("off", "runs/off"), "3e-3"));
+    let line = "graph=\"on\": running eager, since the student is on the CPU, and CUDA graphs need a CUDA device";
+    assert_eq!(on.matches(line).count(), 1, "one line that says why:\n{on}");
+    assert!(!off.contains("running eager") && !off.contains("graph:"), "graph=\"off\" says nothing:\n{off}");
+    assert_eq!(losses(&dir.join("runs/on")), losses(&dir.join("runs/off")));
+    let out = kdl(&script(&dir, &args("sometimes", "runs/bad"), "3e-3")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("graph is \"auto\", \"on\" or \"off\", not \"sometimes\""), "{err}");
+    if !tch::Cuda::is_available() {
+        eprintln!("no CUDA device here: the captured run is checked on a GPU machine only");
+        return;
+    }
+    let gpu = |mode: &str, out: &str| {
+        let text = format!("steps=30, batch=2, seq=32, out=\"{out}\", graph=\"{mode}\"");
+        let path = script(&dir, &text, "3e-3");
+        let out = kdl(&path).args(["--device", "cuda"]).output().unwrap();
+        let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{log}");
+        log
+    };
+    let captured = gpu("on", "runs/gpu-on");
+    assert!(captured.contains("graph: the whole step is captured"), "{captured}");
+    gpu("off", "runs/gpu-off");
+    let (a, b) = (losses(&dir.join("runs/gpu-on")), losses(&dir.join("runs/gpu-off")));
+    let last = |c: &[(u64, f64)]| c.last().map(|x| x.1).unwrap();
+    assert!((last(&a) - last(&b)).abs() / last(&b) < 0.02, "captured {a:?} vs eager {b:?}");
+}

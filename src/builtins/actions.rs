@@ -184,6 +184,12 @@ fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
         "auto" => crate::engine::device::bf16_pays_off(student_value.device),
         other => return Err(a.error("precision", format!("precision is \"f32\", \"bf16\" or \"auto\", not {other:?}")).help("\"bf16\": bf16 matmuls over f32 weights; \"auto\": bf16 where it measures faster (kdl info)")),
     };
+    let graph = match a.string("graph")?.as_str() {
+        "auto" => crate::spec::train::GraphMode::Auto,
+        "on" => crate::spec::train::GraphMode::On,
+        "off" => crate::spec::train::GraphMode::Off,
+        other => return Err(a.error("graph", format!("graph is \"auto\", \"on\" or \"off\", not {other:?}")).help("\"auto\" captures each step as a CUDA graph where it can; \"off\" always runs eager")),
+    };
     let opt_str = |name: &str| -> Result<Option<String>, Diagnostic> { if a.given(name) { a.string(name).map(Some) } else { Ok(None) } };
     Ok(TrainPlan {
         teacher,
@@ -207,6 +213,7 @@ fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
         precision: crate::engine::device::dtype_name(student_value.dtype).to_string(),
         mixed,
         teacher_cache,
+        graph,
     })
 }
 
@@ -308,6 +315,7 @@ pub fn table() -> Vec<Builtin> {
                 param("teacher_cache", Kinds::CACHE | s, Str("off"), "the offline teacher cache: topk(64) keeps the teacher's 64 most likely tokens per position, sample(50) 50 draws from it; later runs read it instead of running the teacher; \"off\" runs it every step"),
                 param("precision", s, Str("f32"), "the student's arithmetic: \"f32\", \"bf16\" (mixed: bf16 matmuls under autocast over f32 weights, gradients and optimizer state) or \"auto\" (bf16 on CUDA and where it measures faster on this CPU, see kdl info)"),
                 param("teacher_dtype", s, Str("auto"), "teacher precision: \"auto\" (bf16 on CUDA and on CPUs where bf16 measures faster, see kdl info), \"f32\" or \"bf16\""),
+                param("graph", s, Str("auto"), "CUDA graphs: \"auto\" captures the whole step after 3 warm-up steps and replays it where it can (CUDA, no teacher cache); \"on\" says why when it cannot; \"off\" always runs eager"),
                 role_param(Role::Teacher, Kinds::MODEL, "teacher (default: the teacher slot)"),
                 role_param(Role::Data, Kinds::DATA, "data (default: the data slot)"),
                 role_param(Role::Loss, Kinds::LOSS, "loss (default: the loss slot)"),

@@ -35,6 +35,19 @@ pub struct TrainPlan {
     pub mixed: bool,
     /// `teacher_cache=topk(k)` or `sample(n)`: the teacher is read from (and fills) its offline cache.
     pub teacher_cache: Option<TeacherCacheSpec>,
+    /// `graph=`: capture the whole step as a CUDA graph where it can be.
+    pub graph: GraphMode,
+}
+
+/// `train(graph=...)`: whether a run's steps are captured as one CUDA graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphMode {
+    /// Captured wherever it can be (CUDA, the shim built, no host work inside a step);
+    /// eager elsewhere, silently.
+    Auto,
+    /// Captured, or eager with a line that says why not.
+    On,
+    Off,
 }
 
 /// What the offline teacher cache keeps per position.

@@ -19,7 +19,7 @@ pub use terms::kl_rows;
 /// `student` logits `[N, V]`, `ids`/`log_probs` `[N, k]`, `tail` `[N]`.
 pub fn sparse_kl_rows(student: &Tensor, ids: &Tensor, log_probs: &Tensor, tail: &Tensor) -> Tensor {
     let needs = Needs::of(crate::spec::TermKind::Kl);
-    let x = Tempered::sparse(1.0, needs, &student.to_kind(Kind::Float), &(ids.shallow_clone(), log_probs.shallow_clone(), tail.shallow_clone()));
+    let x = Tempered::sparse(0, None, needs, &student.to_kind(Kind::Float), &(ids.shallow_clone(), log_probs.shallow_clone(), tail.shallow_clone()));
     terms::divergence(crate::spec::TermKind::Kl, &x, 0.0)
 }
 
@@ -66,7 +66,8 @@ enum Compute {
     /// A KL-family term at temperature `t`; `mix` is js's β or skl's a.
     Divergence {
         kind: TermKind,
-        t: Schedule,
+        /// The term's temperature: an index into the plan's `temperatures`.
+        t: usize,
         mix: f64,
     },
     Hidden(HiddenTerm),
@@ -81,8 +82,31 @@ struct PlannedTerm {
 /// A compiled loss: terms × weights, and what they need from the models.
 pub struct LossPlan {
     terms: Vec<PlannedTerm>,
+    /// The distinct temperature schedules the terms read (`ce` reads the constant 1):
+    /// terms on one schedule share its log-softmaxes at every step.
+    temperatures: Vec<Schedule>,
     needs_teacher: bool,
     needs_hidden: bool,
+}
+
+/// A step's scheduled values as f32 tensors on the models' device — the term weights,
+/// the temperatures and the step's token denominator — so the loss reads them there:
+/// a captured CUDA graph replays with the values refilled before each step, never with
+/// the ones it saw at capture. `LossPlan::values` makes them, `set_values` refills them.
+pub struct StepValues {
+    /// weights, then temperatures, then the denominator.
+    all: Tensor,
+    weights: Vec<Tensor>,
+    temperatures: Vec<Tensor>,
+    denominator: Tensor,
+}
+
+/// One micro-batch's loss as tensors: nothing read back to the host.
+pub struct StepLoss {
+    /// As `LossOutput::total`.
+    pub total: Tensor,
+    /// Each term's unweighted value, detached, in `term_names` order.
+    pub terms: Vec<Tensor>,
 }
 
 impl LossPlan {
@@ -103,6 +127,10 @@ impl LossPlan {
         }
         let names = display_names(expr);
         let mut terms = Vec::with_capacity(expr.terms.len());
+        let mut temperatures = Vec::new();
+        if expr.terms.iter().any(|(_, t)| t.kind == TermKind::Ce) {
+            slot(&mut temperatures, &Schedule::Const(1.0));
+        }
         for (i, ((weight, term), name)) in expr.terms.iter().zip(names).enumerate() {
             let compute = match term.kind {
                 TermKind::Ce => Compute::CrossEntropy,
@@ -115,13 +143,13 @@ impl LossPlan {
                 }
                 kind => {
                     let mix = check_divergence(term, student, teacher.ok_or("KL-family terms need a teacher")?)?;
-                    Compute::Divergence { kind, t: term.t.clone(), mix }
+                    Compute::Divergence { kind, t: slot(&mut temperatures, &term.t), mix }
                 }
             };
             terms.push(PlannedTerm { name, weight: weight.clone(), compute });
         }
         let needs_hidden = terms.iter().any(|t| matches!(t.compute, Compute::Hidden(_)));
-        Ok(LossPlan { terms, needs_teacher: expr.needs_teacher(), needs_hidden })
+        Ok(LossPlan { terms, temperatures, needs_teacher: expr.needs_teacher(), needs_hidden })
     }
 
     pub fn needs_teacher(&self) -> bool {
@@ -147,17 +175,57 @@ impl LossPlan {
     /// hidden states missing where `needs_teacher`/`needs_hidden` say so, mismatched
     /// shapes, or a non-positive denominator or temperature.
     pub fn compute(&self, inp: &LossInputs, step: u64, total_steps: u64) -> LossOutput {
-        assert!(inp.denominator > 0.0 && inp.denominator.is_finite(), "the loss denominator must be a positive token count, got {}", inp.denominator);
-        let rows = Rows::new(inp.mask);
-        let tempered = self.tempered(inp, &rows, step, total_steps);
-        let targets = self.terms.iter().any(|t| matches!(t.compute, Compute::CrossEntropy)).then(|| rows.select(inp.targets));
+        let mut values = self.values(inp.student_logits.device());
+        self.set_values(&mut values, step, total_steps, inp.denominator);
+        let out = self.compute_with(inp, &values, false);
+        let terms = self.terms.iter().zip(&out.terms).map(|(t, v)| (t.name.clone(), v.double_value(&[]))).collect();
+        LossOutput { total: out.total, terms }
+    }
+
+    /// Scheduled values for this plan on `device`, to be filled by `set_values`.
+    pub fn values(&self, device: tch::Device) -> StepValues {
+        let (n, k) = (self.terms.len() as i64, self.temperatures.len() as i64);
+        let all = Tensor::zeros([n + k + 1], (Kind::Float, device));
+        let weights = (0..n).map(|i| all.get(i)).collect();
+        let temperatures = (n..n + k).map(|i| all.get(i)).collect();
+        let denominator = all.get(n + k);
+        StepValues { all, weights, temperatures, denominator }
+    }
+
+    /// Fills `values` in place with the schedules at `step` and the step's `denominator`
+    /// (its valid target positions, over all its micro-batches).
+    pub fn set_values(&self, values: &mut StepValues, step: u64, total_steps: u64, denominator: f64) {
+        assert!(denominator > 0.0 && denominator.is_finite(), "the loss denominator must be a positive token count, got {denominator}");
+        let mut host: Vec<f32> = self.terms.iter().map(|t| t.weight.at(step, total_steps) as f32).collect();
+        host.extend(self.temperatures.iter().map(|t| temperature(t, step, total_steps) as f32));
+        host.push(denominator as f32);
+        let _ = values.all.copy_(&Tensor::from_slice(&host));
+    }
+
+    /// The loss of one micro-batch with the scheduled values in `values` (the
+    /// denominator too: `inp.denominator` is not read), all on the device. With
+    /// `fixed_shapes` every position is computed and the mask weighs it, where otherwise
+    /// only the valid positions are gathered first: more work on padded batches, but no
+    /// shape that depends on the data, which is what a captured step needs.
+    pub fn compute_with(&self, inp: &LossInputs, values: &StepValues, fixed_shapes: bool) -> StepLoss {
+        let rows = Rows::new(inp.mask, fixed_shapes);
+        let tempered = self.tempered(inp, &rows, values);
+        let targets = self.terms.iter().any(|t| matches!(t.compute, Compute::CrossEntropy)).then(|| {
+            let selected = rows.select(inp.targets);
+            // Masked positions may hold -100; their weight is 0, but gather needs an id.
+            if fixed_shapes {
+                selected.clamp_min(0)
+            } else {
+                selected
+            }
+        });
 
         let mut total: Option<Tensor> = None;
-        let mut values = Vec::with_capacity(self.terms.len());
-        for term in &self.terms {
+        let mut values_out = Vec::with_capacity(self.terms.len());
+        for (term, weight) in self.terms.iter().zip(&values.weights) {
             let per_token = match &term.compute {
-                Compute::CrossEntropy => terms::cross_entropy(at(&tempered, 1.0), targets.as_ref().expect("targets were selected for ce")),
-                Compute::Divergence { kind, t, mix } => terms::divergence(*kind, at(&tempered, temperature(t, step, total_steps)), *mix),
+                Compute::CrossEntropy => terms::cross_entropy(at(&tempered, self.one()), targets.as_ref().expect("targets were selected for ce")),
+                Compute::Divergence { kind, t, mix } => terms::divergence(*kind, at(&tempered, *t), *mix),
                 Compute::Hidden(h) => {
                     let student = inp.student_states.expect("the loss has hidden-state terms: pass student_states (see needs_hidden)");
                     let teacher = inp.teacher_states.expect("the loss has hidden-state terms: pass teacher_states (see needs_hidden)");
@@ -173,42 +241,49 @@ impl LossPlan {
                     h.per_token(student, teacher, &rows.index)
                 }
             };
-            let value = (per_token * &rows.weight).sum(Kind::Float) / inp.denominator;
-            values.push((term.name.clone(), value.double_value(&[])));
-            let weighted = &value * term.weight.at(step, total_steps);
+            let value = (per_token * &rows.weight).sum(Kind::Float) / &values.denominator;
+            values_out.push(value.detach());
+            let weighted = &value * weight;
             total = Some(match total {
                 Some(acc) => acc + weighted,
                 None => weighted,
             });
         }
-        LossOutput { total: total.expect("a plan has at least one term"), terms: values }
+        StepLoss { total: total.expect("a plan has at least one term"), terms: values_out }
     }
 
-    /// One `Tempered` per distinct temperature value at this step, holding just what the
-    /// terms at that temperature read. The selected `[N, V]` logits are dropped on return.
-    fn tempered(&self, inp: &LossInputs, rows: &Rows, step: u64, total_steps: u64) -> Vec<Tempered> {
-        let mut needs: Vec<(f64, Needs)> = Vec::new();
-        let mut need = |t: f64, n: Needs| match needs.iter_mut().find(|(x, _)| *x == t) {
+    /// The temperature slot of the constant 1 (`ce`'s), present whenever a `ce` is.
+    fn one(&self) -> usize {
+        self.temperatures.iter().position(|t| t.as_const() == Some(1.0)).expect("ce's temperature was planned")
+    }
+
+    /// One `Tempered` per temperature schedule, holding just what the terms on it read.
+    /// The selected `[N, V]` logits are dropped on return.
+    fn tempered(&self, inp: &LossInputs, rows: &Rows, values: &StepValues) -> Vec<Tempered> {
+        let mut needs: Vec<(usize, Needs)> = Vec::new();
+        let mut need = |t: usize, n: Needs| match needs.iter_mut().find(|(x, _)| *x == t) {
             Some((_, have)) => *have = have.union(n),
             None => needs.push((t, n)),
         };
         for term in &self.terms {
             match &term.compute {
-                Compute::CrossEntropy => need(1.0, Needs::default()),
-                Compute::Divergence { kind, t, .. } => need(temperature(t, step, total_steps), Needs::of(*kind)),
+                Compute::CrossEntropy => need(self.one(), Needs::default()),
+                Compute::Divergence { kind, t, .. } => need(*t, Needs::of(*kind)),
                 Compute::Hidden(_) => {}
             }
         }
         if needs.is_empty() {
             return Vec::new();
         }
+        // A constant 1 divides nothing; every other temperature is read on the device.
+        let divisor = |t: usize| (self.temperatures[t].as_const() != Some(1.0)).then(|| &values.temperatures[t]);
         let logits = inp.student_logits;
         assert_eq!(logits.dim(), 3, "student logits must be [B, T, V], got {:?}", logits.size());
         let student = rows.select(logits).to_kind(Kind::Float);
         if let Some(sparse) = inp.teacher_sparse {
             let kept = (rows.select(&sparse.ids), rows.select(&sparse.log_probs), rows.select(&sparse.tail));
             assert_eq!(kept.0.size()[0], student.size()[0], "the cached teacher and the student cover different positions");
-            return needs.into_iter().map(|(t, n)| Tempered::sparse(t, n, &student, &kept)).collect();
+            return needs.into_iter().map(|(t, n)| Tempered::sparse(t, divisor(t), n, &student, &kept)).collect();
         }
         let teacher = needs.iter().any(|(_, n)| n.teacher_log_probs || n.teacher_probs).then(|| {
             let t = inp.teacher_logits.expect("the loss compares logits with the teacher's: pass teacher_logits (see needs_teacher)");
@@ -216,7 +291,18 @@ impl LossPlan {
             assert_eq!(sv, tv, "the teacher's logits have {tv} classes and the student's {sv}: KL-family terms need one vocabulary");
             tch::no_grad(|| rows.select(t).to_kind(Kind::Float))
         });
-        needs.into_iter().map(|(t, n)| Tempered::new(t, n, &student, teacher.as_ref())).collect()
+        needs.into_iter().map(|(t, n)| Tempered::new(t, divisor(t), n, &student, teacher.as_ref())).collect()
+    }
+}
+
+/// The index of `t` in `slots`, added when new.
+fn slot(slots: &mut Vec<Schedule>, t: &Schedule) -> usize {
+    match slots.iter().position(|s| s == t) {
+        Some(i) => i,
+        None => {
+            slots.push(t.clone());
+            slots.len() - 1
+        }
     }
 }
 
@@ -229,8 +315,14 @@ struct Rows {
 }
 
 impl Rows {
-    fn new(mask: &Tensor) -> Rows {
+    /// With `fixed`, every position, weighed by its mask value (0 for the ones that do
+    /// not count), so no shape depends on the data.
+    fn new(mask: &Tensor, fixed: bool) -> Rows {
         let flat = mask.reshape([-1]);
+        if fixed {
+            let index = Tensor::arange(flat.size()[0], (Kind::Int64, flat.device()));
+            return Rows { index, weight: flat.to_kind(Kind::Float), all: true };
+        }
         let index = flat.gt(0.0).nonzero().squeeze_dim(1);
         let all = index.size()[0] == flat.size()[0];
         let weight = if all { flat.to_kind(Kind::Float) } else { flat.index_select(0, &index).to_kind(Kind::Float) };
@@ -255,7 +347,7 @@ fn temperature(t: &Schedule, step: u64, total_steps: u64) -> f64 {
     value
 }
 
-fn at(tempered: &[Tempered], t: f64) -> &Tempered {
+fn at(tempered: &[Tempered], t: usize) -> &Tempered {
     tempered.iter().find(|x| x.t == t).expect("every temperature a term reads was planned")
 }
 

@@ -34,7 +34,8 @@ impl Needs {
 
 /// Student and teacher distributions at one temperature, over the valid rows `[N, V]`, f32.
 pub(super) struct Tempered {
-    pub t: f64,
+    /// The plan's temperature slot these distributions are at.
+    pub t: usize,
     /// log q over the vocabulary `[N, V]`, for `ce`.
     pub student_vocab_log_probs: Tensor,
     /// log q over the classes the divergences compare: the vocabulary, or with a cached
@@ -47,14 +48,15 @@ pub(super) struct Tempered {
 }
 
 impl Tempered {
-    /// `student`, `teacher`: the valid rows' logits `[N, V]`, already f32.
-    pub fn new(t: f64, needs: Needs, student: &Tensor, teacher: Option<&Tensor>) -> Tempered {
-        let student_log_probs = soften(student, t);
+    /// `student`, `teacher`: the valid rows' logits `[N, V]`, already f32. `divisor`: the
+    /// temperature as a 0-dim tensor on the device, `None` for a constant 1.
+    pub fn new(t: usize, divisor: Option<&Tensor>, needs: Needs, student: &Tensor, teacher: Option<&Tensor>) -> Tempered {
+        let student_log_probs = soften(student, divisor);
         let student_probs = needs.student_probs.then(|| student_log_probs.exp());
         let (teacher_log_probs, teacher_probs) = if needs.teacher_log_probs || needs.teacher_probs {
             let teacher = teacher.expect("the plan checked that KL-family terms get teacher logits");
             tch::no_grad(|| {
-                let log_p = soften(teacher, t);
+                let log_p = soften(teacher, divisor);
                 let p = needs.teacher_probs.then(|| log_p.exp());
                 (Some(log_p), p)
             })
@@ -70,9 +72,9 @@ impl Tempered {
     /// tail's `[N]`. Re-tempering divides the stored log-probabilities by T and
     /// renormalises: exact for the kept ids' relative odds at every T; the tail class is
     /// tempered as if it were one token, exact at T = 1 (lang/losses.md#teacher-cache).
-    pub fn sparse(t: f64, needs: Needs, student: &Tensor, kept: &(Tensor, Tensor, Tensor)) -> Tempered {
+    pub fn sparse(t: usize, divisor: Option<&Tensor>, needs: Needs, student: &Tensor, kept: &(Tensor, Tensor, Tensor)) -> Tempered {
         let (ids, log_p, tail) = kept;
-        let vocab_log_q = soften(student, t);
+        let vocab_log_q = soften(student, divisor);
         let kept_q = vocab_log_q.gather(1, ids, false);
         // The student's mass outside the kept ids, log(1 − Σ kept q) = log(−expm1(lse)):
         // k-wide, where summing the rest of the vocabulary would cost another [N, V] pass.
@@ -83,7 +85,7 @@ impl Tempered {
         let (teacher_log_probs, teacher_probs) = tch::no_grad(|| {
             // A sampled cache's padding slots and empty tail are −inf: floored, they stay 0.
             let classes = Tensor::cat(&[log_p.clamp_min(TAIL_FLOOR), tail.clamp_min(TAIL_FLOOR).unsqueeze(1)], 1);
-            let log_p = soften(&classes, t);
+            let log_p = soften(&classes, divisor);
             let p = needs.teacher_probs.then(|| log_p.exp());
             (Some(log_p), p)
         });
@@ -111,12 +113,11 @@ const TAIL_FLOOR: f64 = -1e4;
 /// the whole vocabulary, and log 0 has no gradient to give.
 const STUDENT_TAIL_MIN: f64 = 1e-30;
 
-/// log_softmax(logits / T), dividing only when T ≠ 1.
-fn soften(logits: &Tensor, t: f64) -> Tensor {
-    if t == 1.0 {
-        logits.log_softmax(-1, Kind::Float)
-    } else {
-        (logits / t).log_softmax(-1, Kind::Float)
+/// log_softmax(logits / T), dividing only when there is a T (`None`: a constant 1).
+fn soften(logits: &Tensor, t: Option<&Tensor>) -> Tensor {
+    match t {
+        None => logits.log_softmax(-1, Kind::Float),
+        Some(t) => (logits / t).log_softmax(-1, Kind::Float),
     }
 }
 
@@ -137,7 +138,6 @@ fn log_mixture(x: &Tempered, w: f64) -> Tensor {
 
 /// Cross-entropy on the data's next tokens: −log q(target) at T = 1. `targets: [N]`.
 pub(super) fn cross_entropy(at_one: &Tempered, targets: &Tensor) -> Tensor {
-    debug_assert_eq!(at_one.t, 1.0);
     -at_one.student_vocab_log_probs.gather(1, &targets.unsqueeze(1), false).squeeze_dim(1)
 }
 

@@ -6,15 +6,19 @@
 
 pub mod checkpoint;
 pub mod evaluate;
+mod graph;
 pub mod report;
+mod step;
 
 use self::checkpoint::{RunState, Snapshot};
+use self::graph::{Captured, Pending};
+use self::step::{Micro, Stepper};
 use self::evaluate::{evaluate, EvalResult, Reference};
 use self::report::{describe_eval, summary_table, Metrics, Progress};
 use super::checkpoint::SpecialTokens;
 use super::data::{Dataset, Sampler};
 use super::llama::Llama;
-use super::loss::{LossInputs, LossPlan};
+use super::loss::LossPlan;
 use super::optim::Optimizer;
 use crate::spec::train::{RunLength, TrainPlan};
 use super::cache::TeacherCache;
@@ -70,9 +74,6 @@ pub fn total_steps(plan: &TrainPlan, blocks: usize) -> u64 {
     }
 }
 
-fn to_device(t: (tch::Tensor, tch::Tensor, tch::Tensor), d: tch::Device) -> (tch::Tensor, tch::Tensor, tch::Tensor) {
-    (t.0.to_device(d), t.1.to_device(d), t.2.to_device(d))
-}
 
 impl Run<'_> {
     /// The teacher evaluation compares with: from the cache when there is one.
@@ -141,63 +142,52 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
     };
     crate::interrupt::clear();
     let mut speeds = Vec::new();
+    let (capture, graph_line) = graph::decide(plan.graph, run);
+    if let Some(line) = graph_line {
+        log(&line);
+    }
+    let mut stepper = Stepper { run, losses: &losses, values: losses.values(device), fixed_shapes: capture };
+    let mut captured: Option<Captured> = None;
+    let mut said_shape = false;
+    let mut pending = Pending::new();
+    let mut since = Instant::now();
     for step in start..total {
-        let started = Instant::now();
         let lr = plan.lr.at(step, total);
-        let micro: Vec<Vec<usize>> = (0..plan.accumulate).map(|_| sampler.next_batch(run.data.train.len(), plan.batch)).collect();
-        let denominator = micro.iter().map(|m| run.data.train.valid_tokens(m)).sum::<u64>().max(1) as f64;
-        let mut loss_sum = 0.0;
-        let mut term_sums = vec![0.0; names.len()];
-        for indices in &micro {
-            let (input, target, mask) = to_device(run.data.train.batch(indices), device);
-            let mut teacher_sparse = None;
-            let (teacher_logits, teacher_states) = match (run.teacher.filter(|_| losses.needs_teacher()), run.teacher_cache) {
-                (Some(t), _) if losses.needs_hidden() => {
-                    let (l, s) = tch::no_grad(|| t.forward_with_states(&input));
-                    (Some(l), Some(s))
-                }
-                (Some(t), Some(cache)) => {
-                    let blocks: Vec<u32> = indices.iter().map(|&i| i as u32).collect();
-                    teacher_sparse = Some(crate::engine::cache::read_or_fill(cache, t, &blocks, &input, &target)?);
-                    (None, None)
-                }
-                (Some(t), None) => (Some(tch::no_grad(|| t.forward(&input, None))), None),
-                (None, _) => (None, None),
-            };
-            // Adapter dropout is on for this forward only, never for evaluation.
-            run.student.set_training(true);
-            let (student_logits, student_states) = if losses.needs_hidden() {
-                let (l, s) = run.student.forward_with_states(&input);
-                (l, Some(s))
-            } else if plan.mixed {
-                (crate::engine::autocast::mixed(input.device(), || run.student.forward(&input, None))?, None)
-            } else {
-                (run.student.forward(&input, None), None)
-            };
-            run.student.set_training(false);
-            let out = losses.compute(
-                &LossInputs {
-                    student_logits: &student_logits,
-                    teacher_logits: teacher_logits.as_ref(),
-                    teacher_sparse: teacher_sparse.as_ref(),
-                    student_states: student_states.as_deref(),
-                    teacher_states: teacher_states.as_deref(),
-                    targets: &target,
-                    mask: &mask,
-                    denominator,
-                },
-                step,
-                total,
-            );
-            out.total.backward();
-            loss_sum += out.total.double_value(&[]);
-            for (i, (_, v)) in out.terms.iter().enumerate() {
-                if let Some(s) = term_sums.get_mut(i) {
-                    *s += v;
+        let indices: Vec<Vec<usize>> = (0..plan.accumulate).map(|_| sampler.next_batch(run.data.train.len(), plan.batch)).collect();
+        let denominator = indices.iter().map(|m| run.data.train.valid_tokens(m)).sum::<u64>().max(1) as f64;
+        let micro: Vec<Micro> = indices.iter().map(|i| Micro::load(run, i)).collect();
+        losses.set_values(&mut stepper.values, step, total, denominator);
+        optimizer.set_lr(lr);
+        if capture && captured.is_none() && step >= start + graph::WARMUP_STEPS {
+            match Captured::capture(&stepper, &micro, &mut optimizer) {
+                Ok(c) => captured = Some(c),
+                Err(e) => {
+                    log(&format!("graph: capture failed ({e}); running eager"));
+                    stepper.fixed_shapes = false;
                 }
             }
         }
-        if !loss_sum.is_finite() {
+        match captured.as_mut().filter(|c| c.fits(&micro)) {
+            Some(c) => pending.add(c.replay(&micro)?),
+            None => {
+                if captured.is_some() && !said_shape {
+                    log(&format!("graph: step {} has a batch of another shape than the captured one; such steps run eager", step + 1));
+                    said_shape = true;
+                }
+                pending.add(&stepper.step(&micro, &mut optimizer)?);
+            }
+        }
+        optimizer.count_step();
+        let done = step + 1;
+        let evaluates = plan.eval_every.is_some_and(|n| done % n == 0) && done < total && !run.bench;
+        let saves = plan.save_every.is_some_and(|n| done % n == 0) && !run.bench;
+        // A captured step is read every READ_EVERY steps, an eager one every step.
+        let read = captured.is_none() || done % graph::READ_EVERY == 0 || done == total || evaluates || saves || crate::interrupt::requested();
+        if !read {
+            continue;
+        }
+        let (loss, term_means, steps) = pending.read();
+        if !loss.is_finite() {
             progress.finish();
             // Only a checkpoint that verifies is called good: one changed on disk may be
             // the very reason the loss broke.
@@ -206,17 +196,18 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
                 Some((_, Err(e))) => format!("the last checkpoint does not verify ({e})"),
                 None => "no checkpoint was written before it".into(),
             };
-            return Err(format!("the loss became {loss_sum} at step {}; training stopped and {kept} (lower the learning rate or add clipping)", step + 1));
+            let at = if steps > 1 { format!("in steps {}–{done}", done + 1 - steps) } else { format!("at step {done}") };
+            return Err(format!("the loss became {loss} {at}; training stopped and {kept} (lower the learning rate or add clipping)"));
         }
-        optimizer.clip_grad_norm(plan.clip);
-        optimizer.step(lr);
-        optimizer.zero_grad();
-        let done = step + 1;
-        let tokens_per_s = (plan.batch * plan.seq * plan.accumulate) as f64 / started.elapsed().as_secs_f64();
+        let tokens_per_s = (plan.batch * plan.seq * plan.accumulate) as f64 * steps as f64 / since.elapsed().as_secs_f64();
         speeds.push(tokens_per_s);
-        let mut row = serde_json::json!({"step": done, "loss": loss_sum, "lr": lr, "tokens_per_s": tokens_per_s.round()});
-        let mut message = format!("loss {loss_sum:.4}");
-        for (name, v) in names.iter().zip(&term_sums) {
+        let mut row = serde_json::json!({"step": done, "loss": loss, "lr": lr, "tokens_per_s": tokens_per_s.round()});
+        if steps > 1 {
+            // A graphed run's row is the mean of the steps since the last one.
+            row["steps"] = steps.into();
+        }
+        let mut message = format!("loss {loss:.4}");
+        for (name, v) in names.iter().zip(&term_means) {
             row[name.as_str()] = (*v).into();
             if names.len() > 1 {
                 message.push_str(&format!(" · {name} {v:.4}"));
@@ -228,19 +219,21 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
             log(&line);
         }
         outcome.steps = done;
-        outcome.last_loss = loss_sum;
-        if plan.eval_every.is_some_and(|n| done % n == 0) && done < total && !run.bench {
+        outcome.last_loss = loss;
+        if evaluates {
             if let Some(e) = evaluate(run.student, run.reference(run.data.train.len()).as_ref(), &run.data.val, plan.batch)? {
                 progress.println(&format!("step {done}: {}", describe_eval(&e)), log);
                 metrics.write(&eval_row(done, &e))?;
             }
         }
         let interrupted = crate::interrupt::requested();
-        if (plan.save_every.is_some_and(|n| done % n == 0) || interrupted) && !run.bench {
+        if (saves || interrupted) && !run.bench {
             if let Some(dir) = save(done, &sampler, &optimizer)? {
                 outcome.last_checkpoint = Some(dir);
             }
         }
+        // Evaluation and saving are not training speed.
+        since = Instant::now();
         if interrupted {
             crate::interrupt::clear();
             progress.finish();
