@@ -41,7 +41,7 @@ fn tokenizer() -> &'static Tokenizer {
 
 fn text(files: &[&Path], train_fraction: Option<f64>) -> DataSpec {
     let files = files.iter().map(|f| f.display().to_string()).collect();
-    DataSpec { source: DataSource::Text { pattern: "test".into(), files }, train_fraction, subset: None }
+    DataSpec { source: DataSource::Text { pattern: "test".into(), files, text8: false }, train_fraction, subset: None }
 }
 
 fn opts(seq: usize, cache: &Path) -> DataOptions<'static> {

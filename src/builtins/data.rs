@@ -73,7 +73,10 @@ pub fn table() -> Vec<Builtin> {
         Builtin {
             name: "text",
             family: Family::Data,
-            params: vec![param("path", s, Required, "a text file, a folder of .txt files, or a pattern like \"data/*.txt\"")],
+            params: vec![
+                param("path", s, Required, "a text file, a folder of .txt files, or a pattern like \"data/*.txt\""),
+                param("normalize", s, Str("none"), "\"text8\": lowercase a–z and single spaces, digits spelled out, as the text8 corpus is; \"none\" keeps the text as it is"),
+            ],
             returns: Kinds::DATA,
             doc: "plain-text training data",
             example: "text(\"data/moby_dick.txt\").split(0.98)",
@@ -85,7 +88,12 @@ pub fn table() -> Vec<Builtin> {
                         .error("path", format!("no text files found at {given:?}"))
                         .help("give a file, a folder holding .txt files, or a pattern such as \"data/*.txt\"; paths are relative to the script"));
                 }
-                Ok(data(DataSource::Text { pattern: given, files: files.iter().map(|f| f.display().to_string()).collect() }))
+                let text8 = match a.string("normalize")?.as_str() {
+                    "none" => false,
+                    "text8" => true,
+                    other => return Err(a.error("normalize", format!("normalize is \"text8\" or \"none\", not {other:?}"))),
+                };
+                Ok(data(DataSource::Text { pattern: given, files: files.iter().map(|f| f.display().to_string()).collect(), text8 }))
             },
             pure: false,
             slots: &[],

@@ -6,7 +6,9 @@ use super::fmt_num;
 #[derive(Debug, Clone, PartialEq)]
 pub enum DataSource {
     /// A file, a directory of `.txt` files, or a glob.
-    Text { pattern: String, files: Vec<String> },
+    /// `text8`: lowercased to a–z and single spaces, digits spelled out, as Matt
+    /// Mahoney's text8 is.
+    Text { pattern: String, files: Vec<String>, text8: bool },
     /// JSON lines, one document per line under `field`.
     Jsonl { path: String, field: String },
     /// JSON lines of `{"messages": [{"role", "content"}]}`; loss only on assistant turns.
@@ -25,8 +27,9 @@ pub struct DataSpec {
 impl DataSpec {
     pub fn describe(&self) -> String {
         let base = match &self.source {
-            DataSource::Text { pattern, files } => {
-                format!("text({pattern:?}) [{} file{}]", files.len(), if files.len() == 1 { "" } else { "s" })
+            DataSource::Text { pattern, files, text8 } => {
+                let normalize = if *text8 { ", normalize=\"text8\"" } else { "" };
+                format!("text({pattern:?}{normalize}) [{} file{}]", files.len(), if files.len() == 1 { "" } else { "s" })
             }
             DataSource::Jsonl { path, field } => format!("jsonl({path:?}, field={field:?})"),
             DataSource::Chat { path } => format!("conversations({path:?})"),

@@ -203,7 +203,8 @@ fn cache_key(source: &DataSource, tokenizer: &Tokenizer, framing: &Framing, file
     let tok_json = tokenizer.to_string(false).map_err(|e| format!("cannot serialize the tokenizer for the cache key: {e}"))?;
     h.field(tok_json.as_bytes());
     let (kind, field) = match source {
-        DataSource::Text { .. } => ("text", ""),
+        DataSource::Text { text8: false, .. } => ("text", ""),
+        DataSource::Text { text8: true, .. } => ("text", "text8"),
         DataSource::Jsonl { field, .. } => ("jsonl", field.as_str()),
         DataSource::Chat { .. } => ("chat", ""),
     };

@@ -59,12 +59,44 @@ fn utf8<'a>(file: &InputFile, bytes: &'a [u8]) -> Result<&'a str, String> {
     Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
 }
 
+/// text8's normalisation (Mahoney's wikifil.pl, less its wiki markup): letters lowercased,
+/// digits spelled out, everything else a space, runs of spaces one. Letters outside a–z
+/// (é, ß) become spaces too, as there.
+pub(super) fn text8_normalize(text: &str) -> String {
+    const DIGITS: [&str; 10] = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+    let mut out = String::with_capacity(text.len());
+    let space = |out: &mut String| {
+        if !out.is_empty() && !out.ends_with(' ') {
+            out.push(' ');
+        }
+    };
+    for c in text.chars() {
+        match c.to_ascii_lowercase() {
+            l @ 'a'..='z' => out.push(l),
+            d @ '0'..='9' => {
+                space(&mut out);
+                out.push_str(DIGITS[d as usize - '0' as usize]);
+                out.push(' ');
+            }
+            _ => space(&mut out),
+        }
+    }
+    out.trim_end().to_string()
+}
+
 pub(super) fn documents(source: &DataSource, files: &[InputFile]) -> Result<Documents, String> {
     match source {
-        DataSource::Text { .. } => {
+        DataSource::Text { text8, .. } => {
             let mut docs = Vec::new();
             for f in files {
-                let text = utf8(f, &f.bytes)?;
+                let raw = utf8(f, &f.bytes)?;
+                let normalized;
+                let text = if *text8 {
+                    normalized = text8_normalize(raw);
+                    normalized.as_str()
+                } else {
+                    raw
+                };
                 if !text.trim().is_empty() {
                     docs.push(TextDocument { pieces: split_pieces(text, PIECE_BYTES).into_iter().map(str::to_string).collect() });
                 }
@@ -211,5 +243,17 @@ mod tests {
         assert_eq!(pieces.concat(), text);
         assert_eq!(split_pieces("no blank lines here", 2), vec!["no blank lines here"]);
         assert_eq!(split_pieces("trailing\n\n\n", 2), vec!["trailing\n\n\n"]);
+    }
+}
+
+#[cfg(test)]
+mod text8_tests {
+    use super::text8_normalize;
+
+    #[test]
+    fn text8_keeps_lowercase_letters_and_single_spaces_and_spells_digits() {
+        assert_eq!(text8_normalize("Call me Ishmael.  Some years ago—never mind\nhow long (1851)!"), "call me ishmael some years ago never mind how long one eight five one");
+        assert_eq!(text8_normalize("  Café, 2x!  "), "caf two x");
+        assert_eq!(text8_normalize("...!"), "");
     }
 }
