@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./setup.sh >/dev/null
 DEVICE=${DEVICE:-cuda}
-STEPS=${STEPS:-10}
+STEPS=${STEPS:-40}
 BATCH=${BATCH:-16}
 SEQ=${SEQ:-512}
 DECODE=${DECODE:-256}
@@ -26,8 +26,8 @@ trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/bench" && ln -s "$PWD/examples" "$WORK/examples"
 RESULTS="$WORK/results.txt"
 
-kdl_row() { # NAME TEACHER_DTYPE
-  sed -e "s/@STEPS@/$STEPS/" -e "s/@BATCH@/$BATCH/" -e "s/@SEQ@/$SEQ/" -e "s/@TEACHER_DTYPE@/$2/" bench/gpu_kd_step.kd > "$WORK/bench/$1.kd"
+kdl_row() { # NAME TEACHER_DTYPE GRAPH
+  sed -e "s/@STEPS@/$STEPS/" -e "s/@BATCH@/$BATCH/" -e "s/@SEQ@/$SEQ/" -e "s/@TEACHER_DTYPE@/$2/" -e "s/@GRAPH@/$3/" bench/gpu_kd_step.kd > "$WORK/bench/$1.kd"
   local tps
   tps=$("$KDL" run --device "$DEVICE" "$WORK/bench/$1.kd" 2>"$WORK/$1.err" | tail -1 | sed -n 's/^tokens_per_s=//p')
   [ -n "$tps" ] || { tail -5 "$WORK/$1.err" >&2; tps=failed; }
@@ -49,9 +49,9 @@ print generate(m, [1, 2, 3, 4], max=@N@, temp=0, stream=false)'
   echo "decode|$1|$("$PY" -c "print($DECODE / max($t2 - $t1, 1e-9))")" >> "$RESULTS"
 }
 
-kdl_row "kdl eager f32" f32
-kdl_row "kdl bf16 teacher" bf16
-echo "kd|kdl graph + bf16|not yet: train(graph=) is issue 14's next step" >> "$RESULTS"
+kdl_row "kdl eager f32" f32 off
+kdl_row "kdl bf16 teacher" bf16 off
+kdl_row "kdl graph + bf16" bf16 on
 peer_row "peer eager f32"
 peer_row "peer --amp" --amp
 peer_row "peer torch.compile" --impl compile
