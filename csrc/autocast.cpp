@@ -40,6 +40,4 @@ int kdl_autocast_end(int cuda, int was, char** err) {
   }
 }
 
-void kdl_autocast_free_err(char* err) { free(err); }
-
 }  // extern "C"

@@ -2,7 +2,7 @@
 // src/engine/cuda_graph.rs, which is its only caller. tch 0.24 has no graph API.
 //
 // Every entry point catches C++ exceptions and returns an error code with a message
-// (free it with kdl_free_err): without a GPU or driver, CUDAGraph's constructor throws
+// (strdup'd; the caller frees it with free(), src/engine/shim.rs): without a GPU or driver, CUDAGraph's constructor throws
 // ("CUDA driver version is insufficient..."), and a throw across the C boundary would
 // abort the process instead of giving the user a line to read.
 //
@@ -49,8 +49,6 @@ struct Graph {
 }  // namespace
 
 extern "C" {
-
-void kdl_free_err(char* err) { free(err); }
 
 // The CUDA runtime version libtorch registered (e.g. 13000; 0 when libtorch_cuda is not
 // loaded) and the devices it sees. Never throws: without a driver there are 0 devices.

@@ -54,6 +54,4 @@ int kdl_fused_adamw(void* const* params, void* const* grads, void* const* m, voi
   return -1;
 }
 
-void kdl_optim_free_err(char* err) { free(err); }
-
 }  // extern "C"

@@ -3,22 +3,15 @@
 //! while the weights, their gradients and the optimizer state stay f32. tch's own
 //! `autocast` switches only CUDA's, and nothing without a GPU.
 
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int};
 
 extern "C" {
     fn kdl_autocast_begin(cuda: c_int, err: *mut *mut c_char) -> c_int;
     fn kdl_autocast_end(cuda: c_int, was: c_int, err: *mut *mut c_char) -> c_int;
-    fn kdl_autocast_free_err(err: *mut c_char);
 }
 
 fn failed(err: *mut c_char) -> String {
-    if err.is_null() {
-        return "autocast failed without a message".into();
-    }
-    // Safety: the shim sets a strdup'd NUL-terminated message.
-    let text = unsafe { CStr::from_ptr(err) }.to_string_lossy().lines().next().unwrap_or("").to_string();
-    unsafe { kdl_autocast_free_err(err) };
-    text
+    super::shim::take_message(err, "autocast")
 }
 
 /// Runs `f` with bf16 autocast on `device`, restoring the previous state afterwards.

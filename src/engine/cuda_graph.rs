@@ -7,11 +7,10 @@
 
 use std::ffi::c_void;
 #[cfg(kdl_cuda_graphs)]
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int};
 
 #[cfg(kdl_cuda_graphs)]
 extern "C" {
-    fn kdl_free_err(err: *mut c_char);
     fn kdl_cuda_probe(cudart: *mut c_int, devices: *mut c_int, err: *mut *mut c_char) -> c_int;
     fn kdl_graph_new(err: *mut *mut c_char) -> *mut c_void;
     fn kdl_graph_free(g: *mut c_void);
@@ -31,14 +30,7 @@ pub fn built_in() -> bool {
 /// The message of a failed shim call, freed.
 #[cfg(kdl_cuda_graphs)]
 fn take_error(err: *mut c_char) -> String {
-    if err.is_null() {
-        return "the CUDA-graph shim failed without a message".into();
-    }
-    // Safety: the shim sets `err` to a NUL-terminated strdup'd string or leaves it null.
-    let text = unsafe { CStr::from_ptr(err) }.to_string_lossy().trim().to_string();
-    unsafe { kdl_free_err(err) };
-    // c10 messages end with a hint about CUDA_LAUNCH_BLOCKING; the first line is the cause.
-    text.lines().next().unwrap_or("").to_string()
+    super::shim::take_message(err, "the CUDA-graph shim")
 }
 
 /// Runs one shim call that reports through `err`.

@@ -21,6 +21,7 @@ pub mod mine;
 pub mod load;
 pub mod optim;
 pub mod rng;
+mod shim;
 pub mod train;
 
 pub use device::{choose_default_device, cpu_features, default_device, describe_cuda, describe_device};

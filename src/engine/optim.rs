@@ -5,7 +5,7 @@
 
 use crate::spec::OptimSpec;
 use std::collections::BTreeMap;
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::{c_char, c_int, c_void};
 use tch::{Device, Kind, Tensor};
 
 extern "C" {
@@ -23,7 +23,6 @@ extern "C" {
         eps: f64,
         err: *mut *mut c_char,
     ) -> c_int;
-    fn kdl_optim_free_err(err: *mut c_char);
 }
 
 pub struct Optimizer {
@@ -146,7 +145,7 @@ impl Optimizer {
                         )
                     };
                     if rc != 0 {
-                        return Err(format!("the AdamW step failed: {}", take_error(err)));
+                        return Err(format!("the AdamW step failed: {}", super::shim::take_message(err, "the optimizer shim")));
                     }
                 }
             }
@@ -200,16 +199,6 @@ impl Optimizer {
         self.steps = steps;
         Ok(())
     }
-}
-
-fn take_error(err: *mut c_char) -> String {
-    if err.is_null() {
-        return "no message".into();
-    }
-    // Safety: the shim sets a strdup'd NUL-terminated message.
-    let text = unsafe { CStr::from_ptr(err) }.to_string_lossy().lines().next().unwrap_or("").to_string();
-    unsafe { kdl_optim_free_err(err) };
-    text
 }
 
 #[cfg(test)]
