@@ -40,10 +40,10 @@ peer_row() { # NAME ARGS...
     --teacher 30,576,9,3,1536 --student 4,256,4,4,704 "$@" 2>"$WORK/$name.err" | tail -1) || { tail -5 "$WORK/$name.err" >&2; out='{"tokens_per_s": "failed"}'; }
   echo "kd|$name|$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["tokens_per_s"])' "$out")" >> "$RESULTS"
 }
-decode_row() { # NAME: tokens/s of greedy decode on the teacher's shape, from two lengths
+decode_row() { # NAME GRAPH: tokens/s of greedy decode on the teacher's shape, from two lengths
   local t1 t2 code
-  code='let m = llama(layers=30, dim=576, heads=9, kv_heads=3, ffn=1536, vocab=49152, max_seq=1024, seed=1)
-print generate(m, [1, 2, 3, 4], max=@N@, temp=0, stream=false)'
+  code="let m = llama(layers=30, dim=576, heads=9, kv_heads=3, ffn=1536, vocab=49152, max_seq=1024, seed=1)
+print generate(m, [1, 2, 3, 4], max=@N@, temp=0, stream=false, graph=\"$2\")"
   t1=$( { /usr/bin/time -f %e "$KDL" run --device "$DEVICE" -e "${code/@N@/1}" >/dev/null; } 2>&1 | tail -1)
   t2=$( { /usr/bin/time -f %e "$KDL" run --device "$DEVICE" -e "${code/@N@/$((DECODE + 1))}" >/dev/null; } 2>&1 | tail -1)
   echo "decode|$1|$("$PY" -c "print($DECODE / max($t2 - $t1, 1e-9))")" >> "$RESULTS"
@@ -55,8 +55,8 @@ kdl_row "kdl graph + bf16" bf16 on
 peer_row "peer eager f32"
 peer_row "peer --amp" --amp
 peer_row "peer torch.compile" --impl compile
-decode_row "kdl decode eager"
-echo "decode|kdl decode graph|not yet: the captured decode step is issue 14's next step" >> "$RESULTS"
+decode_row "kdl decode eager" off
+decode_row "kdl decode graph" on
 
 "$PY" - "$RESULTS" "$DEVICE" "$BATCH" "$SEQ" <<'PY'
 import os, subprocess, sys

@@ -151,3 +151,30 @@ fn inference_errors_point_at_the_argument() {
         assert!(shown.contains(want), "{code}: {shown}");
     }
 }
+
+#[test]
+fn graph_on_decodes_the_same_text_and_says_why_it_is_eager_on_the_cpu() {
+    let mut s = tiny();
+    let eager = text(s.eval_str("generate(m, \"Call me\", max=10, temp=0, stream=false, graph=\"off\")").unwrap());
+    let on = text(s.eval_str("generate(m, \"Call me\", max=10, temp=0, stream=false, graph=\"on\")").unwrap());
+    assert_eq!(eager, on);
+    let said = s.take_output();
+    assert!(said.contains("graph=\"on\": running eager, since the model is on the CPU"), "{said}");
+    let err = s.eval_str("generate(m, \"Call me\", graph=\"yes\")").unwrap_err();
+    assert!(s.render(&err.diagnostics, false).contains("graph is \"auto\", \"on\" or \"off\""));
+}
+
+#[test]
+fn a_captured_decode_step_gives_the_eager_tokens_on_cuda() {
+    if !tch::Cuda::is_available() {
+        eprintln!("skipped: no CUDA device here (the captured decode step needs one)");
+        return;
+    }
+    let mut s = tiny();
+    s.eval_str("let g = llama(layers=2, dim=64, heads=4, kv_heads=2, max_seq=256, seed=3, device=\"cuda\", dtype=\"f32\")").unwrap();
+    let eager = text(s.eval_str("generate(g, [5, 6, 7], max=24, temp=0, stream=false, graph=\"off\")").unwrap());
+    let graphed = text(s.eval_str("generate(g, [5, 6, 7], max=24, temp=0, stream=false, graph=\"on\")").unwrap());
+    assert_eq!(eager, graphed);
+    let said = s.take_output();
+    assert!(!said.contains("running eager") && !said.contains("could not be captured"), "{said}");
+}

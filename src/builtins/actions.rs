@@ -184,12 +184,7 @@ fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
         "auto" => crate::engine::device::bf16_pays_off(student_value.device),
         other => return Err(a.error("precision", format!("precision is \"f32\", \"bf16\" or \"auto\", not {other:?}")).help("\"bf16\": bf16 matmuls over f32 weights; \"auto\": bf16 where it measures faster (kdl info)")),
     };
-    let graph = match a.string("graph")?.as_str() {
-        "auto" => crate::spec::train::GraphMode::Auto,
-        "on" => crate::spec::train::GraphMode::On,
-        "off" => crate::spec::train::GraphMode::Off,
-        other => return Err(a.error("graph", format!("graph is \"auto\", \"on\" or \"off\", not {other:?}")).help("\"auto\" captures each step as a CUDA graph where it can; \"off\" always runs eager")),
-    };
+    let graph = a.graph_mode()?;
     let opt_str = |name: &str| -> Result<Option<String>, Diagnostic> { if a.given(name) { a.string(name).map(Some) } else { Ok(None) } };
     Ok(TrainPlan {
         teacher,

@@ -196,4 +196,10 @@ impl Args {
             None => Err(self.error(name, format!("`{}` needs `{name}`", self.builtin.name))),
         }
     }
+
+    /// `graph=` of `train` and `generate`.
+    pub fn graph_mode(&self) -> Result<crate::spec::GraphMode, Diagnostic> {
+        crate::spec::GraphMode::parse(&self.string("graph")?)
+            .map_err(|e| self.error("graph", e).help("\"auto\" captures each step as a CUDA graph where it can; \"on\" also says why when it cannot; \"off\" always runs eager"))
+    }
 }

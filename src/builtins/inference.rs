@@ -7,7 +7,7 @@ use super::models::{placement, placement_params};
 use super::{param, Args, Builtin, Default::*, Family, Range};
 use crate::diag::Diagnostic;
 use crate::engine::chat::{self, Message};
-use crate::engine::generate::{generate, Sampling, Stop};
+use crate::engine::generate::{generate, Decoder, Sampling, Stop};
 use crate::eval::{Interp, ModelValue, TensorValue, TokenizerValue, Value};
 use crate::kind::{with_article, Kinds};
 use std::rc::Rc;
@@ -180,7 +180,12 @@ fn run_generation(interp: &mut Interp, a: &Args, m: &ModelValue, prompt: &[u32],
     };
     // Never a character cut short: its bytes wait for the rest, and are dropped at the end.
     let decode = |ids: &[u32]| crate::engine::bpe::decode_complete(decode_raw, ids);
-    let (new, stop) = generate(&w, prompt, max, &s, &m.eos, |id| {
+    let len = (prompt.len() + max) as i64;
+    let (mut decoder, line) = Decoder::for_generation(&w, len, a.graph_mode()?);
+    if let Some(line) = line {
+        interp.say(&line);
+    }
+    let (new, stop) = generate(&mut decoder, prompt, max, &s, &m.eos, |id| {
         so_far.push(id);
         if stream {
             let text = decode(&so_far);
@@ -194,6 +199,9 @@ fn run_generation(interp: &mut Interp, a: &Args, m: &ModelValue, prompt: &[u32],
         !crate::interrupt::requested()
     })
     .map_err(|e| Diagnostic::error(e).label(a.call_span, "generating here"))?;
+    if let Some(note) = decoder.note.take() {
+        interp.say(&note);
+    }
     let text = decode(&new);
     if stream {
         let mut o = out.borrow_mut();
@@ -294,6 +302,7 @@ pub fn table() -> Vec<Builtin> {
             param("top_p", n, Optional, "sample within the smallest set holding this probability").range(Range::OpenUnit),
             param("seed", n, Num(0.0), "seed of the sampler").range(Range::NonNegativeInt),
             param("stream", b, Bool(true), "print tokens as they are generated"),
+            param("graph", s, Str("auto"), "CUDA graphs: \"auto\" decodes through a fixed-length KV cache and replays the captured decode step on CUDA; \"on\" also says why when it cannot; \"off\" always runs eager"),
         ]
     };
     vec![

@@ -3,6 +3,7 @@
 //! the engine reads these to build the real thing.
 
 pub mod data;
+pub mod graph;
 pub mod loss;
 pub mod model;
 pub mod optim;
@@ -11,6 +12,7 @@ pub mod schedule;
 pub mod train;
 
 pub use data::{DataSource, DataSpec};
+pub use graph::GraphMode;
 pub use loss::{LayerMap, LossExpr, Of, Term, TermKind};
 pub use model::LlamaSpec;
 pub use optim::OptimSpec;

@@ -2,7 +2,7 @@
 //! needs and what `train(dry=true)` prints.
 
 use super::model::group_digits;
-use super::{fmt_count, fmt_num, DataSpec, LlamaSpec, LossExpr, OptimSpec, Schedule};
+use super::{fmt_count, fmt_num, DataSpec, GraphMode, LlamaSpec, LossExpr, OptimSpec, Schedule};
 
 #[derive(Debug, Clone)]
 pub struct TrainPlan {
@@ -37,17 +37,6 @@ pub struct TrainPlan {
     pub teacher_cache: Option<TeacherCacheSpec>,
     /// `graph=`: capture the whole step as a CUDA graph where it can be.
     pub graph: GraphMode,
-}
-
-/// `train(graph=...)`: whether a run's steps are captured as one CUDA graph.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GraphMode {
-    /// Captured wherever it can be (CUDA, the shim built, no host work inside a step);
-    /// eager elsewhere, silently.
-    Auto,
-    /// Captured, or eager with a line that says why not.
-    On,
-    Off,
 }
 
 /// What the offline teacher cache keeps per position.

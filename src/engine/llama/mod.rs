@@ -7,6 +7,6 @@ pub mod init;
 pub mod model;
 pub mod rope;
 
-pub use cache::KvCache;
+pub use cache::{KvCache, StaticKvCache};
 pub use config::HfConfig;
 pub use model::Llama;

@@ -3,7 +3,7 @@
 //! names are the Hugging Face checkpoint names (`model.layers.0.self_attn.q_proj.weight`),
 //! so loading and saving are lookups.
 
-use super::cache::KvCache;
+use super::cache::{KvCache, StaticKvCache};
 use super::config::Llama3Scaling;
 use super::rope::Rope;
 use crate::engine::lora::{LoraConfig, Target};
@@ -132,29 +132,55 @@ impl Attention {
         }
     }
 
-    fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), cache: Option<(&mut KvCache, usize)>) -> Tensor {
+    fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), past: Past) -> Tensor {
         // x: [B, T, D]
         let (b, t) = (x.size()[0], x.size()[1]);
         let split = |y: Tensor, h: i64| y.view([b, t, h, self.head_dim]).transpose(1, 2); // [B, h, T, hd]
-        let offset = cache.as_ref().map(|(c, _)| c.offset).unwrap_or(0);
         let q = Rope::apply(&split(self.q.forward(x), self.heads), rope);
-        let mut k = Rope::apply(&split(self.k.forward(x), self.kv_heads), rope);
-        let mut v = split(self.v.forward(x), self.kv_heads);
-        if let Some((cache, layer)) = cache {
-            (k, v) = cache.append(layer, k, v);
-        }
+        let k = Rope::apply(&split(self.k.forward(x), self.kv_heads), rope);
+        let v = split(self.v.forward(x), self.kv_heads);
         // Grouped-query attention without copying keys and values per query head.
         let gqa = self.heads != self.kv_heads;
-        let y = if offset == 0 || t == 1 {
-            // A fresh block is causal; one new token sees every cached key.
-            Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, offset == 0 && t > 1, None, gqa)
-        } else {
-            // A block after cached tokens: every cached key and the causal part of its own.
-            let total = k.size()[2];
-            let mask = Tensor::ones([t, total], (Kind::Bool, x.device())).tril(total - t);
-            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, gqa)
+        let attend = |k: &Tensor, v: &Tensor, mask: Option<Tensor>, causal: bool| Tensor::scaled_dot_product_attention(&q, k, v, mask, 0.0, causal, None, gqa);
+        let y = match past {
+            Past::Nothing => attend(&k, &v, None, t > 1),
+            Past::Growing(cache, layer) => {
+                let offset = cache.offset;
+                let (k, v) = cache.append(layer, k, v);
+                if offset == 0 || t == 1 {
+                    // A fresh block is causal; one new token sees every cached key.
+                    attend(&k, &v, None, offset == 0 && t > 1)
+                } else {
+                    // A block after cached tokens: every cached key and the causal part of its own.
+                    let total = k.size()[2];
+                    attend(&k, &v, Some(Tensor::ones([t, total], (Kind::Bool, x.device())).tril(total - t)), false)
+                }
+            }
+            Past::Static { cache, layer, positions, mask } => {
+                let (k, v) = cache.write(layer, positions, &k, &v);
+                attend(&k, &v, Some(mask.shallow_clone()), false)
+            }
         };
         self.o.forward(&y.transpose(1, 2).reshape([b, t, self.heads * self.head_dim]))
+    }
+}
+
+/// What attention sees besides the block's own positions.
+enum Past<'a> {
+    /// Nothing: a training or scoring forward, causal over its own positions.
+    Nothing,
+    /// A growing cache (layer `usize`), extended by this block.
+    Growing(&'a mut KvCache, usize),
+    /// A fixed-length cache written at `positions: [T]`, read under `mask: [T, len]`.
+    Static { cache: &'a mut StaticKvCache, layer: usize, positions: &'a Tensor, mask: &'a Tensor },
+}
+
+impl Past<'_> {
+    fn growing(cache: Option<(&mut KvCache, usize)>) -> Past<'_> {
+        match cache {
+            Some((c, layer)) => Past::Growing(c, layer),
+            None => Past::Nothing,
+        }
     }
 }
 
@@ -195,8 +221,8 @@ impl Block {
         }
     }
 
-    fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), cache: Option<(&mut KvCache, usize)>) -> Tensor {
-        let h = x + self.attn.forward(&self.attn_norm.forward(x), rope, cache);
+    fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), past: Past) -> Tensor {
+        let h = x + self.attn.forward(&self.attn_norm.forward(x), rope, past);
         &h + self.mlp.forward(&self.mlp_norm.forward(&h))
     }
 }
@@ -338,12 +364,30 @@ impl Llama {
         let mut x = Tensor::embedding(&self.embed, tokens, -1, false, false);
         let rope = self.rope.tables(offset, t, x.kind());
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(&x, &rope, cache.as_deref_mut().map(|c| (c, i)));
+            x = block.forward(&x, &rope, Past::growing(cache.as_deref_mut().map(|c| (c, i))));
         }
         if let Some(c) = cache {
             c.offset += t;
         }
         self.norm.forward(&x)
+    }
+
+    /// The final hidden states `[1, T, dim]` of `tokens: [1, T]` at `positions: [T]`
+    /// (device int64), reading and writing a fixed-length cache. No shape depends on the
+    /// position, so a decode step through here can be captured as a CUDA graph.
+    pub fn hidden_at(&self, tokens: &Tensor, positions: &Tensor, cache: &mut StaticKvCache) -> Tensor {
+        let mut x = Tensor::embedding(&self.embed, tokens, -1, false, false);
+        let rope = self.rope.tables_at(positions, x.kind());
+        let mask = cache.mask(positions);
+        for (layer, block) in self.blocks.iter().enumerate() {
+            x = block.forward(&x, &rope, Past::Static { cache: &mut *cache, layer, positions, mask: &mask });
+        }
+        self.norm.forward(&x)
+    }
+
+    /// A fixed-length cache of `len` positions for this model, in its compute dtype.
+    pub fn static_cache(&self, len: i64) -> StaticKvCache {
+        StaticKvCache::new(self.spec.layers, self.spec.kv_heads as i64, self.spec.head_dim() as i64, len, self.embed.kind(), self.device())
     }
 
     /// Logits `[B, T, vocab]` and the output of every block `[B, T, dim]` (before the
@@ -354,7 +398,7 @@ impl Llama {
         let rope = self.rope.tables(0, t, x.kind());
         let mut states = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
-            x = block.forward(&x, &rope, None);
+            x = block.forward(&x, &rope, Past::Nothing);
             states.push(x.shallow_clone());
         }
         (self.head(&self.norm.forward(&x)), states)

@@ -50,13 +50,18 @@ impl Rope {
         Rope { cos: emb.cos().to_device(device), signed_sin: signed_sin.to_device(device) }
     }
 
-    /// Rotates `x: [B, H, T, hd]` for positions `offset .. offset+T`.
     /// The cos/sin rows of positions `offset..offset + t`, in `kind`: taken once per
     /// forward and shared by every layer.
     pub fn tables(&self, offset: i64, t: i64, kind: Kind) -> (Tensor, Tensor) {
         (self.cos.narrow(0, offset, t).to_kind(kind), self.signed_sin.narrow(0, offset, t).to_kind(kind))
     }
 
+    /// The cos/sin rows of `positions: [T]` (device int64), in `kind`.
+    pub fn tables_at(&self, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
+        (self.cos.index_select(0, positions).to_kind(kind), self.signed_sin.index_select(0, positions).to_kind(kind))
+    }
+
+    /// Rotates `x: [B, H, T, hd]` by the tables of its positions.
     pub fn apply(x: &Tensor, (cos, signed_sin): &(Tensor, Tensor)) -> Tensor {
         // rotate_half(x) * sin = [-x2, x1] * sin = roll(x, hd/2) * [-sin, sin].
         let hd = x.size()[3];

@@ -13,7 +13,7 @@ use super::step::{Micro, StepSums, Stepper};
 use super::Run;
 use crate::engine::cuda_graph::{self, Graph};
 use crate::engine::optim::Optimizer;
-use crate::spec::train::GraphMode;
+use crate::spec::GraphMode;
 use tch::Tensor;
 
 /// Eager steps before capture: they create the gradients, the optimizer state and
@@ -43,12 +43,9 @@ pub(super) fn why_eager(run: &Run) -> Option<String> {
 
 /// Whether to capture, and the line that says so (or why not), for the plan's mode.
 pub(super) fn decide(mode: GraphMode, run: &Run) -> (bool, Option<String>) {
-    match (mode, why_eager(run)) {
-        (GraphMode::Off, _) => (false, None),
-        (GraphMode::On, Some(why)) => (false, Some(format!("graph=\"on\": running eager, since {why}"))),
-        // `auto` says nothing where graphs were never on offer.
-        (GraphMode::Auto, Some(_)) => (false, None),
-        (_, None) => (true, Some(format!("graph: the whole step is captured after {WARMUP_STEPS} warm-up steps and replayed; the loss is read every {READ_EVERY} steps"))),
+    match mode.decide(why_eager(run)) {
+        (true, _) => (true, Some(format!("graph: the whole step is captured after {WARMUP_STEPS} warm-up steps and replayed; the loss is read every {READ_EVERY} steps"))),
+        eager => eager,
     }
 }
 
