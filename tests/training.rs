@@ -538,3 +538,19 @@ fn graph_on_without_cuda_falls_back_and_names_the_reason() {
     let last = |c: &[(u64, f64)]| c.last().map(|x| x.1).unwrap();
     assert!((last(&a) - last(&b)).abs() / last(&b) < 0.02, "captured {a:?} vs eager {b:?}");
 }
+
+/// `checkpoint_layers=true` recomputes each block in the backward: the same loss curve
+/// as the plain run (the gradients are the same), and the plan says so.
+#[test]
+fn checkpointed_layers_train_the_same_curve() {
+    let dir = workdir("checkpoint-layers");
+    let args = |on: bool, out: &str| format!("steps=8, batch=2, seq=32, out=\"{out}\", checkpoint_layers={on}");
+    let on = run_ok(&script(&dir, &args(true, "runs/on"), "3e-3"));
+    run_ok(&script(&dir, &args(false, "runs/off"), "3e-3"));
+    assert!(on.contains("checkpoint_layers: each block recomputed in the backward"), "{on}");
+    let (a, b) = (losses(&dir.join("runs/on")), losses(&dir.join("runs/off")));
+    assert_eq!(a.len(), b.len());
+    for ((step, x), (_, y)) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-4 * y.abs(), "step {step}: checkpointed {x} vs plain {y}");
+    }
+}

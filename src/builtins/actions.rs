@@ -209,6 +209,7 @@ fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
         mixed,
         teacher_cache,
         graph,
+        checkpoint_layers: a.boolean("checkpoint_layers")?,
     })
 }
 
@@ -310,6 +311,7 @@ pub fn table() -> Vec<Builtin> {
                 param("teacher_cache", Kinds::CACHE | s, Str("off"), "the offline teacher cache: topk(64) keeps the teacher's 64 most likely tokens per position, sample(50) 50 draws from it; later runs read it instead of running the teacher; \"off\" runs it every step"),
                 param("precision", s, Str("f32"), "the student's arithmetic: \"f32\", \"bf16\" (mixed: bf16 matmuls under autocast over f32 weights, gradients and optimizer state) or \"auto\" (bf16 on CUDA and where it measures faster on this CPU, see kdl info)"),
                 param("teacher_dtype", s, Str("auto"), "teacher precision: \"auto\" (bf16 on CUDA and on CPUs where bf16 measures faster, see kdl info), \"f32\" or \"bf16\""),
+                param("checkpoint_layers", Kinds::BOOL, Bool(false), "gradient checkpointing: keep only each block's output in the forward and recompute the block in the backward, for students whose activations do not fit in memory (about one more forward of compute)"),
                 param("graph", s, Str("auto"), "CUDA graphs: \"auto\" captures the whole step after 3 warm-up steps and replays it where it can (CUDA, no teacher cache); \"on\" says why when it cannot; \"off\" always runs eager"),
                 role_param(Role::Teacher, Kinds::MODEL, "teacher (default: the teacher slot)"),
                 role_param(Role::Data, Kinds::DATA, "data (default: the data slot)"),

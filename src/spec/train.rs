@@ -37,6 +37,9 @@ pub struct TrainPlan {
     pub teacher_cache: Option<TeacherCacheSpec>,
     /// `graph=`: capture the whole step as a CUDA graph where it can be.
     pub graph: GraphMode,
+    /// `checkpoint_layers=true`: keep only each block's output in the forward and
+    /// recompute the block in the backward (activation memory of one block, not all).
+    pub checkpoint_layers: bool,
 }
 
 /// What the offline teacher cache keeps per position.
@@ -117,6 +120,9 @@ impl TrainPlan {
             rows.push(("dtype", format!("{} throughout: weights, gradients and optimizer moments (pure {}, not mixed precision)", self.precision, self.precision)));
         } else {
             rows.push(("dtype", "f32".into()));
+        }
+        if self.checkpoint_layers {
+            rows.push(("memory", "checkpoint_layers: each block recomputed in the backward; activations of one block held, not all".into()));
         }
         if let Some((what, trainable)) = &self.adapter {
             rows.push(("adapter", format!("lora({what})  {} trainable params; the student's weights stay frozen", fmt_count(*trainable))));

@@ -166,7 +166,7 @@ impl Attention {
 }
 
 /// What attention sees besides the block's own positions.
-enum Past<'a> {
+pub(super) enum Past<'a> {
     /// Nothing: a training or scoring forward, causal over its own positions.
     Nothing,
     /// A growing cache (layer `usize`), extended by this block.
@@ -204,7 +204,7 @@ impl Mlp {
     }
 }
 
-struct Block {
+pub(super) struct Block {
     attn_norm: RmsNorm,
     attn: Attention,
     mlp_norm: RmsNorm,
@@ -221,7 +221,7 @@ impl Block {
         }
     }
 
-    fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), past: Past) -> Tensor {
+    pub(super) fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), past: Past) -> Tensor {
         let h = x + self.attn.forward(&self.attn_norm.forward(x), rope, past);
         &h + self.mlp.forward(&self.mlp_norm.forward(&h))
     }
@@ -236,12 +236,12 @@ pub struct Llama {
     pub lora: Option<LoraConfig>,
     frozen: HashMap<String, Tensor>,
     training: Rc<Cell<bool>>,
-    embed: Tensor,
-    blocks: Vec<Block>,
+    pub(super) embed: Tensor,
+    pub(super) blocks: Vec<Block>,
     norm: RmsNorm,
     /// `None` when tied to the embedding.
     head: Option<Tensor>,
-    rope: Rope,
+    pub(super) rope: Rope,
     scaling: Option<Llama3Scaling>,
 }
 
@@ -401,7 +401,17 @@ impl Llama {
             x = block.forward(&x, &rope, Past::Nothing);
             states.push(x.shallow_clone());
         }
-        (self.head(&self.norm.forward(&x)), states)
+        (self.logits_of(&x), states)
+    }
+
+    /// Logits of the last block's output `[B, T, dim]`: the final norm, then the head.
+    pub(super) fn logits_of(&self, x: &Tensor) -> Tensor {
+        self.head(&self.norm.forward(x))
+    }
+
+    /// Whether a training forward draws random numbers (adapter dropout).
+    pub fn draws_random(&self) -> bool {
+        self.lora.as_ref().is_some_and(|c| c.dropout > 0.0)
     }
 
     /// Logits of hidden states: `[.., dim] -> [.., vocab]`.

@@ -35,6 +35,9 @@ pub(super) fn why_eager(run: &Run) -> Option<String> {
     if run.teacher_cache.is_some() {
         return Some("the teacher cache is read and filled on the host between steps".into());
     }
+    if run.plan.checkpoint_layers && run.student.draws_random() {
+        return Some("checkpoint_layers reseeds the adapter's dropout from the host for each recomputed block".into());
+    }
     if run.teacher.is_some_and(|t| t.device() != device) {
         return Some("the teacher is on another device than the student".into());
     }

@@ -76,28 +76,41 @@ impl Stepper<'_> {
             };
             // Adapter dropout is on for this forward only, never for evaluation.
             run.student.set_training(true);
-            let (student_logits, student_states) = if losses.needs_hidden() {
-                let (l, s) = run.student.forward_with_states(&m.input);
-                (l, Some(s))
-            } else if run.plan.mixed {
-                (crate::engine::autocast::mixed(m.input.device(), || run.student.forward(&m.input, None))?, None)
+            let mixed = run.plan.mixed && !losses.needs_hidden();
+            let loss_of = |student_logits: &Tensor, student_states: Option<&[Tensor]>| {
+                let inputs = LossInputs {
+                    student_logits,
+                    teacher_logits: teacher_logits.as_ref(),
+                    teacher_sparse: teacher_sparse.as_ref(),
+                    student_states,
+                    teacher_states: teacher_states.as_deref(),
+                    targets: &m.target,
+                    mask: &m.mask,
+                    // Read from `values` (the step's denominator), not from here.
+                    denominator: 1.0,
+                };
+                losses.compute_with(&inputs, &self.values, self.fixed_shapes)
+            };
+            let out = if run.plan.checkpoint_layers {
+                run.student.backward_checkpointed(&m.input, losses.needs_hidden(), mixed, |logits, states| {
+                    let out = loss_of(logits, states);
+                    (out.total.shallow_clone(), out)
+                })
             } else {
-                (run.student.forward(&m.input, None), None)
+                let (student_logits, student_states) = if losses.needs_hidden() {
+                    let (l, s) = run.student.forward_with_states(&m.input);
+                    (l, Some(s))
+                } else if mixed {
+                    (crate::engine::autocast::mixed(m.input.device(), || run.student.forward(&m.input, None))?, None)
+                } else {
+                    (run.student.forward(&m.input, None), None)
+                };
+                let out = loss_of(&student_logits, student_states.as_deref());
+                out.total.backward();
+                Ok(out)
             };
             run.student.set_training(false);
-            let inputs = LossInputs {
-                student_logits: &student_logits,
-                teacher_logits: teacher_logits.as_ref(),
-                teacher_sparse: teacher_sparse.as_ref(),
-                student_states: student_states.as_deref(),
-                teacher_states: teacher_states.as_deref(),
-                targets: &m.target,
-                mask: &m.mask,
-                // Read from `values` (the step's denominator), not from here.
-                denominator: 1.0,
-            };
-            let out = losses.compute_with(&inputs, &self.values, self.fixed_shapes);
-            out.total.backward();
+            let out = out?;
             let total = out.total.detach();
             loss = Some(match loss {
                 Some(acc) => acc + total,
