@@ -100,3 +100,47 @@ fn the_graph_shim_is_built_and_without_a_gpu_a_graph_is_an_error_not_an_abort() 
     graph.replay().expect("replay");
     assert_eq!(output.double_value(&[]), 1024.0 * 7.0, "the replay read the refilled input");
 }
+
+/// `device=` on `generate` runs a copy of the model there for the call ("auto": where the
+/// model lives); on `train` it must be where the student lives, since the student trains
+/// in place. A device that is not here is an error at the argument.
+#[test]
+fn generate_and_train_take_a_device() {
+    let model = "let m = llama(layers=1, dim=32, heads=2, vocab=64, seed=4, device=\"cpu\")";
+    let gen = |device: &str| kdl(&["run", "--color", "never", "-e", &format!("{model}\nprint generate(m, [1, 2, 3], max=6, temp=0, stream=false, device=\"{device}\")")]);
+    let (code, here, err) = gen("auto");
+    assert_eq!(code, Some(0), "{err}");
+    let (code, cpu, err) = gen("cpu");
+    assert_eq!((code, &cpu), (Some(0), &here), "{err}");
+    let (code, _, err) = gen("cuda:9");
+    assert_ne!(code, Some(0));
+    assert!(err.contains("there is no cuda:9 here") && err.contains("device=\"cuda:9\""), "at the argument: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/moby_dick.txt");
+    let train = |built: &str, device: &str| {
+        let script = format!(
+            "tokenizer bpe(vocab=300, from={corpus:?})\nstudent llama(layers=1, dim=32, heads=2, device=\"{built}\")\ndata text({corpus:?})\nloss ce\ntrain(steps=1, dry=true, device=\"{device}\")",
+            corpus = corpus.display().to_string()
+        );
+        kdl(&["run", "--color", "never", "-e", &script])
+    };
+    let (code, out, err) = train("cpu", "cpu");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("train plan"), "{out}");
+    if !gpu() {
+        let (code, _, err) = train("cpu", "cuda");
+        assert_ne!(code, Some(0));
+        assert!(err.contains("no CUDA device is available here"), "{err}");
+        eprintln!("no CUDA device here: generate(device=\"cuda\") and a CUDA student are checked on a GPU machine only");
+        return;
+    }
+    let (code, _, err) = train("cpu", "cuda");
+    assert_ne!(code, Some(0));
+    assert!(err.contains("the student lives on cpu, so it trains there, not on cuda:0") && err.contains("llama(..., device=\"cuda:0\")"), "{err}");
+    let (code, out, err) = train("cuda", "cuda");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("train plan"), "{out}");
+    let (code, on_gpu, err) = gen("cuda");
+    assert_eq!((code, &on_gpu), (Some(0), &here), "greedy tokens of an f32 copy on the GPU: {err}");
+}

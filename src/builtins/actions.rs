@@ -185,6 +185,13 @@ fn plan(interp: &Interp, a: &Args) -> Result<TrainPlan, Diagnostic> {
         other => return Err(a.error("precision", format!("precision is \"f32\", \"bf16\" or \"auto\", not {other:?}")).help("\"bf16\": bf16 matmuls over f32 weights; \"auto\": bf16 where it measures faster (kdl info)")),
     };
     let graph = a.graph_mode()?;
+    let device = super::models::run_device(a, student_value.device)?;
+    if device != student_value.device {
+        let (lives, asked) = (crate::engine::device::device_name(student_value.device), crate::engine::device::device_name(device));
+        return Err(a
+            .error("device", format!("the student lives on {lives}, so it trains there, not on {asked}"))
+            .help(format!("build the student there: llama(..., device=\"{asked}\") (or kdl run --device {asked}), or leave out device=")));
+    }
     let opt_str = |name: &str| -> Result<Option<String>, Diagnostic> { if a.given(name) { a.string(name).map(Some) } else { Ok(None) } };
     Ok(TrainPlan {
         teacher,
@@ -311,6 +318,7 @@ pub fn table() -> Vec<Builtin> {
                 param("teacher_cache", Kinds::CACHE | s, Str("off"), "the offline teacher cache: topk(64) keeps the teacher's 64 most likely tokens per position, sample(50) 50 draws from it; later runs read it instead of running the teacher; \"off\" runs it every step"),
                 param("precision", s, Str("f32"), "the student's arithmetic: \"f32\", \"bf16\" (mixed: bf16 matmuls under autocast over f32 weights, gradients and optimizer state) or \"auto\" (bf16 on CUDA and where it measures faster on this CPU, see kdl info)"),
                 param("teacher_dtype", s, Str("auto"), "teacher precision: \"auto\" (bf16 on CUDA and on CPUs where bf16 measures faster, see kdl info), \"f32\" or \"bf16\""),
+                param("device", s, Str("auto"), "where to train: \"auto\" where the student lives; \"cpu\", \"cuda\" or \"cuda:N\" must be where it was built (llama(device=...) or kdl run --device)"),
                 param("checkpoint_layers", Kinds::BOOL, Bool(false), "gradient checkpointing: keep only each block's output in the forward and recompute the block in the backward, for students whose activations do not fit in memory (about one more forward of compute)"),
                 param("graph", s, Str("auto"), "CUDA graphs: \"auto\" captures the whole step after 3 warm-up steps and replays it where it can (CUDA, no teacher cache); \"on\" says why when it cannot; \"off\" always runs eager"),
                 role_param(Role::Teacher, Kinds::MODEL, "teacher (default: the teacher slot)"),

@@ -164,7 +164,11 @@ fn printable(text: &str) -> String {
 /// Runs generation, streaming decoded text to the output when `stream` is on; returns
 /// the new text.
 fn run_generation(interp: &mut Interp, a: &Args, m: &ModelValue, prompt: &[u32], tok: Option<&TokenizerValue>) -> Result<String, Diagnostic> {
-    let w = weights(a, "model", m)?;
+    let mut w = weights(a, "model", m)?;
+    let device = super::models::run_device(a, w.device())?;
+    if device != w.device() {
+        w = Rc::new(w.on_device(device).map_err(|e| a.error("device", e))?);
+    }
     let stream = a.boolean("stream")?;
     let max = a.count("max")?;
     let s = sampling(a)?;
@@ -302,6 +306,7 @@ pub fn table() -> Vec<Builtin> {
             param("top_p", n, Optional, "sample within the smallest set holding this probability").range(Range::OpenUnit),
             param("seed", n, Num(0.0), "seed of the sampler").range(Range::NonNegativeInt),
             param("stream", b, Bool(true), "print tokens as they are generated"),
+            param("device", s, Str("auto"), "where to run: \"auto\" where the model lives, or \"cpu\", \"cuda\", \"cuda:N\" (a copy of the model there for this call)"),
             param("graph", s, Str("auto"), "CUDA graphs: \"auto\" decodes through a fixed-length KV cache and replays the captured decode step on CUDA; \"on\" also says why when it cannot; \"off\" always runs eager"),
         ]
     };

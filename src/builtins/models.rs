@@ -81,6 +81,15 @@ pub fn placement(a: &Args) -> Result<(tch::Device, tch::Kind), Diagnostic> {
     Ok((device, dtype))
 }
 
+/// `device=` of an action on a model (`train`, `generate`): "auto" runs where the model
+/// lives; a named device must be here.
+pub fn run_device(a: &Args, lives_on: tch::Device) -> Result<tch::Device, Diagnostic> {
+    match a.string("device")?.as_str() {
+        "auto" => Ok(lives_on),
+        name => parse_device(name).map_err(|e| a.error("device", e)),
+    }
+}
+
 /// The `device=` / `dtype=` parameters every model-making builtin takes.
 pub fn placement_params() -> [ParamSpec; 2] {
     let s = Kinds::STRING;

@@ -305,18 +305,31 @@ impl Llama {
         self.training.set(on);
     }
 
-    /// A copy of this model with its weights in `kind` (a bf16 teacher for a run).
+    /// A frozen copy of this model with its weights in `kind` (a bf16 teacher for a run).
     pub fn converted(&self, kind: Kind) -> Result<Llama, String> {
         if self.lora.is_some() {
             return Err("a model with a LoRA adapter keeps its precision: merge the adapter first, then convert".into());
         }
-        let mut copy = Llama::new(&self.spec, self.device(), self.scaling)?;
+        self.frozen_copy(self.device(), kind)
+    }
+
+    /// A frozen copy of this model on `device` (`generate(device=...)` elsewhere than
+    /// the model lives).
+    pub fn on_device(&self, device: Device) -> Result<Llama, String> {
+        if self.lora.is_some() {
+            return Err("a model with a LoRA adapter runs where its base lives: merge the adapter first (merge(base, adapter)), then move it".into());
+        }
+        self.frozen_copy(device, self.vs.kind())
+    }
+
+    fn frozen_copy(&self, device: Device, kind: Kind) -> Result<Llama, String> {
+        let mut copy = Llama::new(&self.spec, device, self.scaling)?;
+        copy.vs.set_kind(kind);
         let source = self.vs.variables();
         for (name, mut var) in copy.vs.variables() {
             let src = source.get(&name).ok_or_else(|| format!("the model has no {name}"))?;
             tch::no_grad(|| var.copy_(src));
         }
-        copy.vs.set_kind(kind);
         copy.vs.freeze();
         Ok(copy)
     }
