@@ -112,12 +112,53 @@ fn assert_one_line(err: &str, parts: &[&str]) {
     }
 }
 
+/// The fixture's one Q5_0 tensor (blk.1.attn_v, the rest as in tiny_gpt2) reads since
+/// GGUF export falls back to Q5_0: every value is within a step (max|block| / 16) of the
+/// plain model's (kdl's values equal gguf-py's dequantization, checked by hand), and the
+/// model runs.
+#[test]
+fn a_q5_0_tensor_reads_within_a_step() {
+    let tensor = |file: &str| {
+        let g = Gguf::open(&fixtures().join(file)).unwrap();
+        let t = g.tensors.iter().find(|t| t.name == "blk.1.attn_v.weight").unwrap();
+        (t.ty.name(), dequantize(t.ty, g.tensor_bytes(t).unwrap(), t.elements() as usize).unwrap())
+    };
+    let ((q5_type, q5), (_, plain)) = (tensor("q5_0.gguf"), tensor("tiny_gpt2/model.gguf"));
+    assert_eq!(q5_type, "Q5_0");
+    for (a, b) in q5.chunks(32).zip(plain.chunks(32)) {
+        let step = b.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 16.0;
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        // Half a step, or a whole one at the end opposite the block's largest value, which
+        // Q5_0's 32 levels (-16..15 steps) reach only to 15/16.
+        assert!(worst <= step + 1e-3, "off by {worst}, a step is {step}");
+    }
+    let q5_model = load(&fixtures().join("q5_0.gguf")).model;
+    let ids = Tensor::from_slice(&[1i64, 7, 30, 2, 11]).unsqueeze(0);
+    assert!(bool::try_from(tch::no_grad(|| q5_model.forward(&ids, None)).isfinite().all()).unwrap());
+}
+
+/// A type kdl does not read (here Q5_1, written into the Q5_0 fixture's tensor) is a
+/// one-line error naming the file, the tensor and what kdl reads.
 #[test]
 fn unsupported_tensor_types_are_one_line_errors() {
-    let path = fixtures().join("q5_0.gguf");
-    let err = load_gguf(&path, Device::Cpu).err().expect("Q5_0 is refused");
-    let want = "tensor blk.1.attn_v.weight is Q5_0, which kdl cannot dequantize (kdl reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K)";
+    use kdl::engine::gguf::dequant::GgmlType;
+    use kdl::engine::gguf::writer::{write, TensorOut};
+    let g = Gguf::open(&fixtures().join("q5_0.gguf")).unwrap();
+    let metadata: Vec<(String, kdl::engine::gguf::reader::Value)> = g.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let tensors: Vec<TensorOut> = g
+        .tensors
+        .iter()
+        .map(|t| {
+            let ty = if t.name == "blk.1.attn_v.weight" { GgmlType(7) } else { t.ty };
+            TensorOut { name: t.name.clone(), shape: t.dims.iter().rev().copied().collect(), ty, data: g.tensor_bytes(t).unwrap().to_vec() }
+        })
+        .collect();
+    let path = scratch("q5_1.gguf");
+    write(&mut std::fs::File::create(&path).unwrap(), &metadata, &tensors).unwrap();
+    let err = load_gguf(&path, Device::Cpu).err().expect("Q5_1 is refused");
+    let want = "tensor blk.1.attn_v.weight is Q5_1, which kdl cannot dequantize (kdl reads F32, F16, BF16, Q8_0, Q5_0, Q4_0, Q4_1, Q4_K, Q6_K)";
     assert_one_line(&err, &[&path.display().to_string(), want]);
+    let _ = std::fs::remove_file(&path);
 }
 
 fn scratch(name: &str) -> PathBuf {

@@ -8,6 +8,7 @@ mod cache;
 mod core;
 mod data;
 mod explore;
+mod export;
 mod inference;
 mod losses;
 mod merging;
@@ -241,6 +242,7 @@ pub fn all() -> &'static [Builtin] {
         t.extend(optim::table());
         t.extend(data::table());
         t.extend(inference::table());
+        t.extend(export::table());
         t.extend(explore::table());
         t.extend(actions::table());
         t.extend(cache::table());

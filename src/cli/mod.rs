@@ -67,8 +67,40 @@ enum Command {
     /// Interactive session (runs FILE first when given)
     #[command(after_help = "Examples:\n  kdl repl\n  kdl repl examples/card.kd\nInside: :help, :type EXPR, :load FILE, :quit")]
     Repl { file: Option<PathBuf> },
+    /// Write a model as a GGUF file for llama.cpp: a Hugging Face folder, a GGUF file, or
+    /// a training run's folder (its newest intact checkpoint)
+    #[command(after_help = "Examples:\n  kdl export runs/student student.gguf --quant q8_0\n  kdl export out/merged merged.gguf")]
+    Export {
+        /// The model: a folder, a .gguf file or a run folder
+        source: PathBuf,
+        /// The .gguf file to write
+        out: PathBuf,
+        /// The 2-D weights' type: f32, f16, bf16, q8_0 or q4_0
+        #[arg(long, default_value = "f16")]
+        quant: String,
+    },
     /// Show the device, CPU features and stdlib modules
     Info,
+}
+
+/// The model folder or file `kdl export` reads: a run folder means its newest
+/// checkpoint that verifies.
+fn export_source(source: &std::path::Path) -> Result<PathBuf, String> {
+    let is_run = source.is_dir() && !source.join("config.json").is_file() && !source.join("adapter_config.json").is_file();
+    if !is_run {
+        return Ok(source.to_path_buf());
+    }
+    match kdl::engine::train::checkpoint::latest_intact(source) {
+        (Some(dir), skipped) => {
+            for why in skipped {
+                println!("passed over {why}");
+            }
+            println!("exporting {}, the run's newest intact checkpoint", dir.display());
+            Ok(dir)
+        }
+        (None, skipped) if !skipped.is_empty() => Err(format!("{}: no checkpoint verifies ({})", source.display(), skipped.join("; "))),
+        (None, _) => Err(format!("{}: neither a model folder (config.json) nor a run folder with checkpoints (step-N/)", source.display())),
+    }
 }
 
 fn use_color(choice: ColorChoice) -> bool {
@@ -150,6 +182,34 @@ pub fn main() -> ExitCode {
             ExitCode::from(worst)
         }
         Command::Repl { file } => repl::run(file, color),
+        Command::Export { source, out, quant } => {
+            if let Err(why) = kdl::engine::gguf::FileType::parse(&quant) {
+                eprintln!("error: --quant {quant}: {why}");
+                return ExitCode::from(2);
+            }
+            if !source.exists() {
+                eprintln!("error: {}: no such file or folder", source.display());
+                return ExitCode::from(2);
+            }
+            let source = match export_source(&source) {
+                Ok(s) => s,
+                Err(why) => {
+                    eprintln!("error: {why}");
+                    return ExitCode::from(2);
+                }
+            };
+            let quote = |p: &std::path::Path| serde_json::to_string(&p.display().to_string()).unwrap_or_default();
+            let code = format!("export(load({}), {}, quant={})", quote(&source), quote(&out), serde_json::to_string(&quant).unwrap_or_default());
+            let mut session = Session::new();
+            session.set_color(color);
+            match session.prepare_str("<export>", &code).and_then(|p| session.execute(p)) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    report(&session, &e.diagnostics, color);
+                    exit_for(&e)
+                }
+            }
+        }
         Command::Info => {
             println!("kdl {}", env!("CARGO_PKG_VERSION"));
             println!("device   {}", kdl::engine::describe_device());

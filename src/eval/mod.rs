@@ -8,7 +8,7 @@ mod expr;
 mod interp;
 mod model;
 pub mod ops;
-mod save;
+pub(crate) mod save;
 mod value;
 
 pub use chain::TrainRecord;

@@ -2,6 +2,7 @@
 
 use super::interp::Interp;
 use super::value::Value;
+use super::ModelValue;
 use crate::diag::{Diagnostic, Span};
 use crate::kind::with_article;
 use std::path::Path;
@@ -25,12 +26,9 @@ fn check_format(value: &Value, p: &str, path_at: Span) -> Result<(), Diagnostic>
     let ext = extension(p);
     let (ok, what, help) = match value {
         Value::Model(_) => (
-            ext.is_none(),
-            "a model is saved as a Hugging Face folder (config.json, model.safetensors, tokenizer files)",
-            match ext.as_deref() {
-                Some("gguf") => "GGUF export is not supported yet: save to a folder (e.g. \"out/model\") and convert it with llama.cpp's convert_hf_to_gguf.py",
-                _ => "give a folder path without an extension, e.g. \"out/model\"",
-            },
+            ext.is_none() || ext.as_deref() == Some("gguf"),
+            "a model is saved as a Hugging Face folder (config.json, model.safetensors, tokenizer files) or, with .gguf, as a GGUF file",
+            "give a folder path without an extension, e.g. \"out/model\", or a .gguf file (export(model, \"m.gguf\", quant=\"q8_0\") picks the quantization)",
         ),
         Value::Tensor(_) => (ext.as_deref() == Some("safetensors"), "a tensor is saved as a .safetensors file", "end the path with .safetensors"),
         Value::Tokenizer(_) => (ext.as_deref() == Some("json"), "a tokenizer is saved as a Hugging Face tokenizer.json", "end the path with .json, e.g. \"out/tokenizer.json\""),
@@ -41,6 +39,34 @@ fn check_format(value: &Value, p: &str, path_at: Span) -> Result<(), Diagnostic>
     }
     let shown = ext.map(|e| format!("`.{e}`")).unwrap_or_else(|| "no extension".into());
     Err(Diagnostic::error(format!("cannot save to {p:?}: {what}, and this path has {shown}")).label(path_at, "this path").help(help))
+}
+
+/// Writes `m` as a GGUF file of type `ft` (`save m to "x.gguf"` writes f16; `export`
+/// chooses), saying what was written.
+pub fn export_gguf(interp: &mut Interp, m: &ModelValue, target: &Path, ft: crate::engine::gguf::FileType, value_at: Span) -> Result<(), Diagnostic> {
+    let weights = m.weights().map_err(|e| Diagnostic::error(e).label(value_at, "this model"))?;
+    let Some(tok) = &m.tokenizer else {
+        return Err(Diagnostic::error("a GGUF file carries its tokenizer, and this model has none")
+            .label(value_at, "no tokenizer")
+            .help("set the tokenizer slot before building the model (`tokenizer bpe(...)`), or load it from a folder or GGUF that has one"));
+    };
+    let name = target.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "kdl model".into());
+    let specials = crate::engine::gguf::Specials { bos: m.bos, eos: m.eos.first().copied(), chat_template: m.chat_template.as_deref() };
+    let out = crate::engine::gguf::export(&weights, &tok.tokenizer, &specials, ft, &name, target).map_err(|e| Diagnostic::error(e).label(value_at, "this model"))?;
+    for note in &out.notes {
+        interp.say(&format!("note: {note}"));
+    }
+    interp.say(&format!(
+        "exported {} ({} params) to {} as {}: {:.1} MiB, {:.2} bits/weight ({})",
+        m.spec.one_line(),
+        crate::spec::fmt_count(m.params().unwrap_or(0)),
+        target.display(),
+        ft.name(),
+        out.bytes as f64 / (1024.0 * 1024.0),
+        out.bits_per_weight,
+        out.types
+    ));
+    Ok(())
 }
 
 pub fn save(interp: &mut Interp, value: &Value, path: &Value, value_at: Span, path_at: Span) -> Result<(), Diagnostic> {
@@ -55,6 +81,9 @@ pub fn save(interp: &mut Interp, value: &Value, path: &Value, value_at: Span, pa
                 return Err(Diagnostic::error("cannot save a model whose vocabulary size is unknown")
                     .label(value_at, "vocab not known")
                     .help("pass vocab= to llama(...), or set a tokenizer or teacher first"));
+            }
+            if extension(p).as_deref() == Some("gguf") {
+                return export_gguf(interp, m, &target, crate::engine::gguf::FileType::F16, value_at);
             }
             let weights = m.weights().map_err(|e| Diagnostic::error(e).label(value_at, "this model"))?;
             if let Some(config) = m.lora() {

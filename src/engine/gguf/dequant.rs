@@ -16,13 +16,14 @@ impl GgmlType {
     pub const F16: GgmlType = GgmlType(1);
     pub const Q4_0: GgmlType = GgmlType(2);
     pub const Q4_1: GgmlType = GgmlType(3);
+    pub const Q5_0: GgmlType = GgmlType(6);
     pub const Q8_0: GgmlType = GgmlType(8);
     pub const Q4_K: GgmlType = GgmlType(12);
     pub const Q6_K: GgmlType = GgmlType(14);
     pub const BF16: GgmlType = GgmlType(30);
 
     /// What the error for an unreadable type lists.
-    pub const READABLE: &'static str = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K";
+    pub const READABLE: &'static str = "F32, F16, BF16, Q8_0, Q5_0, Q4_0, Q4_1, Q4_K, Q6_K";
 
     pub fn name(self) -> String {
         const NAMES: [(u32, &str); 34] = [
@@ -43,6 +44,7 @@ impl GgmlType {
             GgmlType::F16 | GgmlType::BF16 => (1, 2),
             GgmlType::Q4_0 => (32, 18),
             GgmlType::Q4_1 => (32, 20),
+            GgmlType::Q5_0 => (32, 22),
             GgmlType::Q8_0 => (32, 34),
             GgmlType::Q4_K => (QK_K, 144),
             GgmlType::Q6_K => (QK_K, 210),
@@ -88,6 +90,19 @@ fn block_q4_1(x: &[u8], y: &mut [f32]) {
     for j in 0..16 {
         y[j] = (qs[j] & 0x0f) as f32 * d + m;
         y[j + 16] = (qs[j] >> 4) as f32 * d + m;
+    }
+}
+
+fn block_q5_0(x: &[u8], y: &mut [f32]) {
+    let d = half(x, 0);
+    let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
+    let qs = &x[6..22];
+    for j in 0..16 {
+        // The fifth bit of value j is bit j of qh; of value j + 16, bit j + 16.
+        let h0 = ((qh >> j) << 4) & 0x10;
+        let h1 = (qh >> (j + 12)) & 0x10;
+        y[j] = (((qs[j] & 0x0f) as u32 | h0) as i32 - 16) as f32 * d;
+        y[j + 16] = (((qs[j] >> 4) as u32 | h1) as i32 - 16) as f32 * d;
     }
 }
 
@@ -177,6 +192,7 @@ pub fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Option<Vec<f32>> {
     let decode: fn(&[u8], &mut [f32]) = match ty {
         GgmlType::Q4_0 => block_q4_0,
         GgmlType::Q4_1 => block_q4_1,
+        GgmlType::Q5_0 => block_q5_0,
         GgmlType::Q8_0 => block_q8_0,
         GgmlType::Q4_K => block_q4_k,
         GgmlType::Q6_K => block_q6_k,
@@ -223,7 +239,7 @@ mod tests {
     fn wrong_lengths_are_refused_not_read_past() {
         assert!(dequantize(GgmlType::Q4_0, &[0; 17], 32).is_none());
         assert!(dequantize(GgmlType::Q4_0, &[0; 18], 31).is_none());
-        assert!(dequantize(GgmlType(6), &[0; 22], 32).is_none());
+        assert!(dequantize(GgmlType(7), &[0; 24], 32).is_none(), "Q5_1 is not read");
         assert_eq!(dequantize(GgmlType::Q4_0, &[0; 18], 32).map(|v| v.len()), Some(32));
     }
 }

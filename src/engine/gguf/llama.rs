@@ -46,6 +46,21 @@ pub fn hf_name(gguf: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}.{kind}"))
 }
 
+/// The llama.cpp name of a Hugging Face tensor name, the inverse of `hf_name`.
+pub fn gguf_name(hf: &str) -> Option<String> {
+    match hf {
+        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
+        "model.norm.weight" => return Some("output_norm.weight".into()),
+        "lm_head.weight" => return Some("output.weight".into()),
+        _ => {}
+    }
+    let (layer, rest) = hf.strip_prefix("model.layers.")?.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (part, kind) = rest.rsplit_once('.')?;
+    let (g, _) = BLOCK_PARTS.iter().find(|(_, h)| *h == part)?;
+    Some(format!("blk.{layer}.{g}.{kind}"))
+}
+
 /// llama.cpp's converter interleaves each head's rows so its rotary pairs are adjacent
 /// (`reshape(h, 2, r/h/2, c).swapaxes(1, 2)`); this puts the halves back for HF's
 /// rotate-half. A bias is the one-column case.
@@ -56,8 +71,16 @@ fn unpermute(t: &Tensor, heads: i64) -> Tensor {
     t.reshape([heads, rows / heads / 2, 2, cols]).transpose(1, 2).reshape(shape.as_slice())
 }
 
+/// llama.cpp's permutation of q/k rows, as convert_hf_to_gguf.py applies it, for writing.
+pub fn permute(t: &Tensor, heads: i64) -> Tensor {
+    let shape = t.size();
+    let rows = shape[0];
+    let cols: i64 = shape[1..].iter().product();
+    t.reshape([heads, 2, rows / heads / 2, cols]).transpose(1, 2).reshape(shape.as_slice())
+}
+
 /// How many heads a tensor's rows were permuted over, for q and k.
-fn permuted_heads(gguf: &str, model: &Llama) -> Option<i64> {
+pub fn permuted_heads(gguf: &str, model: &Llama) -> Option<i64> {
     let part = gguf.split('.').nth(2)?;
     match part {
         "attn_q" => Some(model.spec.heads as i64),
@@ -121,6 +144,10 @@ mod tests {
         assert_eq!(hf_name("output.weight").as_deref(), Some("lm_head.weight"));
         assert_eq!(hf_name("blk.x.attn_q.weight"), None);
         assert_eq!(hf_name("blk.0.attn_q.scale"), None);
+        for name in ["blk.12.attn_q.weight", "blk.0.ffn_norm.weight", "blk.3.attn_k.bias", "output.weight", "token_embd.weight", "output_norm.weight"] {
+            assert_eq!(gguf_name(&hf_name(name).unwrap()).as_deref(), Some(name));
+        }
+        assert_eq!(gguf_name("model.layers.0.self_attn.q_proj.lora_A.weight"), None);
         assert!(is_rope_table("rope_freqs.weight") && is_rope_table("blk.0.attn_rot_embd") && !is_rope_table("blk.0.attn_q.weight"));
     }
 
@@ -130,6 +157,7 @@ mod tests {
         let (h, r, c) = (3, 12, 5);
         let hf = Tensor::arange(r * c, (Kind::Float, tch::Device::Cpu)).view([r, c]);
         let permuted = hf.reshape([h, 2, r / h / 2, c]).transpose(1, 2).reshape([r, c]);
+        assert!(permute(&hf, h).equal(&permuted));
         assert!(unpermute(&permuted, h).equal(&hf));
         let bias = Tensor::arange(r, (Kind::Float, tch::Device::Cpu));
         let permuted = bias.reshape([h, 2, r / h / 2]).transpose(1, 2).reshape([r]);

@@ -2,13 +2,22 @@
 //! `config` turns the metadata into a `LlamaSpec`, `dequant` decodes ggml's block
 //! formats to f32, `llama` maps the tensors onto the llama of `engine::llama`, and
 //! `tokenizer` rebuilds the tokenizer from the metadata. `load_gguf` is the entry point;
-//! its errors are one line naming the file, like `checkpoint::load_hf_dir`'s.
+//! its errors are one line naming the file, like `checkpoint::load_hf_dir`'s. The other
+//! way, `export` writes a llama as GGUF: `quant` encodes the blocks, `writer` the
+//! container, `vocab_out` the tokenizer metadata.
 
 pub mod config;
 pub mod dequant;
+pub mod export;
 pub mod llama;
+pub mod quant;
 pub mod reader;
 pub mod tokenizer;
+mod vocab_out;
+pub mod writer;
+
+pub use export::{export, Exported, FileType};
+pub use vocab_out::Specials;
 
 use crate::engine::llama::Llama;
 use dequant::GgmlType;

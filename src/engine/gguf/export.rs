@@ -1,0 +1,203 @@
+//! A kdl llama as a GGUF file llama.cpp, transformers and kdl itself load: the tensors
+//! under llama.cpp's names, q/k rows permuted as convert_hf_to_gguf.py permutes them,
+//! each 2-D weight in the file type's block format (`quant`) and 1-D tensors in f32, the
+//! llama metadata and the tokenizer (`vocab_out`). A tied output head is left out, as
+//! llama.cpp expects. The file is written atomically: a failed export leaves nothing.
+
+use super::dequant::GgmlType;
+use super::llama::{gguf_name, permute, permuted_heads};
+use super::reader::Value;
+use super::vocab_out::{self, Specials};
+use super::writer::{self, TensorOut};
+use crate::engine::llama::rope::inverse_frequencies;
+use crate::engine::llama::Llama;
+use std::collections::BTreeMap;
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+/// What a GGUF export's 2-D weights are stored as (llama.cpp's `--outtype` / ftype).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileType {
+    F32,
+    F16,
+    BF16,
+    Q8_0,
+    Q4_0,
+}
+
+impl FileType {
+    pub const NAMES: &'static str = "f32, f16, bf16, q8_0, q4_0";
+
+    pub fn parse(name: &str) -> Result<FileType, String> {
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "f32" => FileType::F32,
+            "f16" => FileType::F16,
+            "bf16" => FileType::BF16,
+            "q8_0" => FileType::Q8_0,
+            "q4_0" => FileType::Q4_0,
+            k if k.starts_with("q4_k") || k.starts_with("q5_k") || k.starts_with("q6_k") || k.starts_with("q2_k") || k.starts_with("q3_k") => {
+                return Err(format!("kdl does not write the K-quants ({name}) yet: export q8_0 or q4_0, or export f16 and run llama.cpp's llama-quantize on it"))
+            }
+            _ => return Err(format!("unknown GGUF type {name:?}: kdl writes {}", FileType::NAMES)),
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FileType::F32 => "f32",
+            FileType::F16 => "f16",
+            FileType::BF16 => "bf16",
+            FileType::Q8_0 => "q8_0",
+            FileType::Q4_0 => "q4_0",
+        }
+    }
+
+    /// `general.file_type` (llama_ftype: note Q8_0 is 7 there, 8 as a tensor type).
+    fn llama_ftype(self) -> u32 {
+        match self {
+            FileType::F32 => 0,
+            FileType::F16 => 1,
+            FileType::Q4_0 => 2,
+            FileType::Q8_0 => 7,
+            FileType::BF16 => 32,
+        }
+    }
+
+    fn tensor_type(self) -> GgmlType {
+        match self {
+            FileType::F32 => GgmlType::F32,
+            FileType::F16 => GgmlType::F16,
+            FileType::BF16 => GgmlType::BF16,
+            FileType::Q8_0 => GgmlType::Q8_0,
+            FileType::Q4_0 => GgmlType::Q4_0,
+        }
+    }
+}
+
+/// What an export wrote.
+pub struct Exported {
+    pub bytes: u64,
+    /// Bits per weight over every tensor's data.
+    pub bits_per_weight: f64,
+    /// Tensors per type, most common first: "169 Q8_0, 61 F32".
+    pub types: String,
+    /// Tensors that fell back to another type, and why.
+    pub notes: Vec<String>,
+}
+
+/// The tensor type of one weight: 1-D tensors stay f32; the output head (or the tied
+/// embedding that serves as it) keeps 8 bits under Q4_0; rows that are not whole blocks
+/// fall back to F16, as the converter does.
+fn choose(ft: FileType, name: &str, shape: &[i64], tied: bool, notes: &mut Vec<String>) -> GgmlType {
+    if shape.len() < 2 {
+        return GgmlType::F32;
+    }
+    let head = name == "output.weight" || (tied && name == "token_embd.weight");
+    let ty = if ft == FileType::Q4_0 && head { GgmlType::Q8_0 } else { ft.tensor_type() };
+    let (block, _) = ty.block().unwrap_or((1, 0));
+    let row = shape[shape.len() - 1] as usize;
+    if row % block != 0 {
+        notes.push(format!("{name}: rows of {row} are not whole {}-value blocks of {}, so it is F16", block, ty.name()));
+        return GgmlType::F16;
+    }
+    ty
+}
+
+/// llama-3 rope scaling as llama.cpp stores it: each frequency's divisor.
+fn rope_freqs(model: &Llama) -> Option<TensorOut> {
+    let scaling = model.scaling()?;
+    let hd = model.spec.head_dim();
+    let plain = inverse_frequencies(hd, model.spec.rope_theta, None);
+    let scaled = inverse_frequencies(hd, model.spec.rope_theta, Some(scaling));
+    let divisors: Vec<f32> = plain.iter().zip(&scaled).map(|(p, s)| (p / s) as f32).collect();
+    Some(TensorOut { name: "rope_freqs.weight".into(), shape: vec![divisors.len() as u64], ty: GgmlType::F32, data: divisors.iter().flat_map(|d| d.to_le_bytes()).collect() })
+}
+
+fn llama_metadata(model: &Llama, ft: FileType, name: &str) -> Vec<(String, Value)> {
+    let s = &model.spec;
+    let k = |key: &str| format!("llama.{key}");
+    let mut out = vec![
+        ("general.architecture".to_string(), Value::Str("llama".into())),
+        ("general.name".to_string(), Value::Str(name.to_string())),
+        ("general.file_type".to_string(), Value::U32(ft.llama_ftype())),
+        ("general.quantization_version".to_string(), Value::U32(2)),
+        (k("context_length"), Value::U32(s.max_seq as u32)),
+        (k("embedding_length"), Value::U32(s.dim as u32)),
+        (k("block_count"), Value::U32(s.layers as u32)),
+        (k("feed_forward_length"), Value::U32(s.ffn as u32)),
+        (k("attention.head_count"), Value::U32(s.heads as u32)),
+        (k("attention.head_count_kv"), Value::U32(s.kv_heads as u32)),
+        (k("rope.freq_base"), Value::F32(s.rope_theta as f32)),
+        (k("attention.layer_norm_rms_epsilon"), Value::F32(s.norm_eps as f32)),
+        (k("vocab_size"), Value::U32(s.vocab.unwrap_or(0) as u32)),
+        (k("rope.dimension_count"), Value::U32(s.head_dim() as u32)),
+    ];
+    if let Some(sc) = model.scaling() {
+        out.push((k("rope.scaling.factor"), Value::F32(sc.factor as f32)));
+        out.push((k("rope.scaling.original_context_length"), Value::U32(sc.original_max_position as u32)));
+    }
+    out
+}
+
+/// The f32 values of a variable in llama.cpp's row order.
+fn values(model: &Llama, gguf: &str, t: &Tensor) -> Vec<f32> {
+    let mut t = t.to_kind(Kind::Float).to_device(Device::Cpu);
+    if let Some(heads) = permuted_heads(gguf, model) {
+        t = permute(&t, heads);
+    }
+    Vec::<f32>::try_from(&t.contiguous().view([-1])).unwrap_or_default()
+}
+
+/// Writes `model` (with its tokenizer and special tokens) to `path` as `ft`.
+pub fn export(model: &Llama, tokenizer: &tokenizers::Tokenizer, specials: &Specials, ft: FileType, name: &str, path: &Path) -> Result<Exported, String> {
+    if model.lora.is_some() {
+        return Err("a model with a LoRA adapter is exported merged: merge(base, adapter) first, then export the result".into());
+    }
+    let vocab = model.spec.vocab.ok_or("the model's vocabulary size is not known")?;
+    let mut metadata = llama_metadata(model, ft, name);
+    metadata.extend(vocab_out::metadata(tokenizer, vocab, specials)?);
+
+    let vars = model.vs.variables();
+    let mut ordered: Vec<(String, &Tensor)> = Vec::with_capacity(vars.len());
+    for (hf, t) in &vars {
+        let gguf = gguf_name(hf).ok_or_else(|| format!("the model has a tensor GGUF has no name for: {hf}"))?;
+        ordered.push((gguf, t));
+    }
+    // The converter's order: the embedding, the blocks in order, then the final norm and head.
+    let rank = |n: &str| match n {
+        "token_embd.weight" => (0, 0, String::new()),
+        "output_norm.weight" => (2, 0, String::new()),
+        "output.weight" => (3, 0, String::new()),
+        _ => {
+            let layer = n.split('.').nth(1).and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
+            (1, layer, n.to_string())
+        }
+    };
+    ordered.sort_by_key(|(n, _)| rank(n));
+    let mut notes = Vec::new();
+    let mut tensors: Vec<TensorOut> = rope_freqs(model).into_iter().collect();
+    for (gguf, t) in ordered {
+        let shape = t.size();
+        let ty = choose(ft, &gguf, &shape, model.spec.tie, &mut notes);
+        let data = super::quant::quantize(ty, &values(model, &gguf, t)).ok_or_else(|| format!("{gguf}: cannot be written as {}", ty.name()))?;
+        tensors.push(TensorOut { name: gguf, shape: shape.iter().map(|&d| d as u64).collect(), ty, data });
+    }
+
+    let elements: u64 = tensors.iter().map(|t| t.shape.iter().product::<u64>()).sum();
+    let data_bytes: u64 = tensors.iter().map(|t| t.data.len() as u64).sum();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for t in &tensors {
+        *counts.entry(t.ty.name()).or_default() += 1;
+    }
+    let mut counts: Vec<(String, usize)> = counts.into_iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut bytes = Vec::with_capacity(data_bytes as usize + (1 << 20));
+    writer::write(&mut bytes, &metadata, &tensors).map_err(|e| format!("cannot encode the GGUF: {e}"))?;
+    crate::atomic::write_file(path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(Exported {
+        bytes: bytes.len() as u64,
+        bits_per_weight: 8.0 * data_bytes as f64 / elements.max(1) as f64,
+        types: counts.iter().map(|(n, c)| format!("{c} {n}")).collect::<Vec<_>>().join(", "),
+        notes,
+    })
+}
