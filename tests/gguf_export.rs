@@ -129,6 +129,45 @@ fn exports_read_in_gguf_py_and_transformers_and_load_back_in_kdl() {
         assert!(d < 1e-4, "{ty}: {d}");
     }
     assert_eq!(report["files"]["s-q4_0.gguf"]["tensors"]["token_embd.weight"]["type"], "Q8_0", "the tied head keeps 8 bits under q4_0");
+
+    // Real llama.cpp runs every export. Its CPU matmuls take f16 activations against f16
+    // and bf16 weights and Q8_0 activations against the quantized ones, so only f32
+    // compares tightly; the rest are held to that extra rounding.
+    let Some(llama_cpp) = llama_cpp() else { return };
+    let python = std::env::var("KDL_PYTHON").unwrap();
+    for (ty, tolerance) in [("f32", 1e-5), ("f16", 2e-3), ("bf16", 1e-2), ("q8_0", 2e-2), ("q4_0", 2e-2)] {
+        let out = Command::new(&python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama_cpp_logits.py"))
+            .arg(dir.join(format!("s-{ty}.gguf")))
+            .arg(dir.join("ids.json"))
+            .env("PYTHONPATH", &llama_cpp)
+            .env("LLAMA_CPP_LIB", llama_cpp.join("llama_cpp_py_sync/libllama.so"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{ty}: llama.cpp failed: {}", String::from_utf8_lossy(&out.stderr));
+        let report: Json = serde_json::from_slice(&out.stdout).unwrap();
+        let rows: Vec<Vec<f32>> = serde_json::from_value(report["logits"].clone()).unwrap();
+        let theirs = Tensor::from_slice(&rows.concat()).view([IDS.len() as i64, 300]);
+        let kdl = logits(&dir.join(format!("back-{ty}.safetensors")));
+        let d = max_diff(&theirs, &kdl);
+        eprintln!("{ty}: llama.cpp vs kdl on the same export: {d:.2e}");
+        assert!(d < tolerance, "{ty}: llama.cpp's logits differ from kdl's by {d}");
+        assert_eq!(theirs.argmax(-1, false), kdl.argmax(-1, false), "{ty}: the same next token at every position");
+    }
+}
+
+/// The llama.cpp that ./setup.sh installs (tests/fixtures/llama_cpp_install.py), or
+/// `None` with the reason printed.
+fn llama_cpp() -> Option<PathBuf> {
+    let Some(dir) = std::env::var_os("KDL_LLAMA_CPP").map(PathBuf::from) else {
+        eprintln!("skipped llama.cpp: KDL_LLAMA_CPP is unset (run ./setup.sh)");
+        return None;
+    };
+    if let Ok(why) = std::fs::read_to_string(dir.join("unavailable.txt")) {
+        eprintln!("skipped llama.cpp: {why}");
+        return None;
+    }
+    Some(dir)
 }
 
 #[test]

@@ -96,10 +96,14 @@ pub fn metadata(tok: &Tokenizer, vocab: usize, specials: &Specials) -> Result<Ve
         (key("token_type"), Value::Array(types)),
         (key("merges"), Value::Array(merges)),
     ];
-    if let Some(b) = specials.bos {
+    // Unknown ids would make llama.cpp guess (it takes id 11, whatever that is, and
+    // stops generating there): GPT-2's convention, <|endoftext|> for both, where the
+    // tokenizer has it.
+    let endoftext = json["added_tokens"].as_array().into_iter().flatten().find(|t| t["content"] == "<|endoftext|>").and_then(|t| t["id"].as_u64()).map(|id| id as u32);
+    if let Some(b) = specials.bos.or(endoftext) {
         out.push((key("bos_token_id"), Value::U32(b)));
     }
-    if let Some(e) = specials.eos {
+    if let Some(e) = specials.eos.or(endoftext) {
         out.push((key("eos_token_id"), Value::U32(e)));
     }
     out.push((key("add_bos_token"), Value::Bool(adds_bos(&json["post_processor"], specials.bos))));
