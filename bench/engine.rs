@@ -4,7 +4,7 @@
 //! bench/transformers_smollm2.py exactly (same ids, lengths, threads); bench/engine.sh
 //! runs both and prints the ratios. Run: `cargo bench --bench engine -- [--threads N] [--dtype bf16]`.
 
-use kdl::engine::generate::{generate, Sampling};
+use kdl::engine::generate::{generate, Decoder, Sampling};
 use kdl::engine::load::{alias, load_model};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -65,7 +65,7 @@ fn main() {
         let _ = tch::no_grad(|| model.forward(&short, None));
     });
     let generate_s = timed(RUNS, || {
-        let (out, _) = generate(&model, &PROMPT_IDS, NEW_TOKENS, &Sampling::greedy(), &[], |_| true).unwrap_or_else(|e| fail(e));
+        let (out, _) = generate(&mut Decoder::growing(&model), &PROMPT_IDS, NEW_TOKENS, &Sampling::greedy(), &[], |_| true).unwrap_or_else(|e| fail(e));
         assert_eq!(out.len(), NEW_TOKENS);
     });
     let threads = tch::get_num_threads();

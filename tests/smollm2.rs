@@ -4,7 +4,7 @@
 //! greedy tokens, the same tokenizer ids on mixed-script text, the same chat prompt.
 
 use kdl::engine::chat::{render, Message};
-use kdl::engine::generate::{generate, Sampling};
+use kdl::engine::generate::{generate, Decoder, Sampling};
 use kdl::engine::load::{load_model, LoadedModel};
 use kdl::eval::Value;
 use kdl::Session;
@@ -66,8 +66,12 @@ fn greedy_tokens_match_transformers() {
         let prompt = u32s(&case["prompt_ids"]);
         let want = u32s(&case["new_ids"]);
         // No stop token: transformers' 32 tokens are a pure argmax chain.
-        let (got, _) = generate(&t.model, &prompt, want.len(), &Sampling::greedy(), &[], |_| true).unwrap();
+        let (got, _) = generate(&mut Decoder::growing(&t.model), &prompt, want.len(), &Sampling::greedy(), &[], |_| true).unwrap();
         assert_eq!(got, want, "greedy continuation of {:?}", case["name"]);
+        // The fixed-length cache a captured decode step runs on gives the same chain.
+        let len = (prompt.len() + want.len()) as i64;
+        let (fixed, _) = generate(&mut Decoder::fixed(&t.model, len, false), &prompt, want.len(), &Sampling::greedy(), &[], |_| true).unwrap();
+        assert_eq!(fixed, want, "greedy continuation of {:?} through the fixed cache", case["name"]);
     }
 }
 
