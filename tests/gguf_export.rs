@@ -216,3 +216,52 @@ fn kdl_export_writes_a_runs_newest_checkpoint() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("nothere: no such file or folder"), "{err}");
 }
+
+/// The real teacher, SmolLM2-135M-Instruct, exported to Q8_0: the same tokenizer ids and
+/// greedy text from kdl's load of the export, and llama.cpp runs it with SmolLM2's
+/// special tokens and the same next token at every position (its logits differ by its
+/// own Q8_0 rounding of the activations through 30 layers).
+#[test]
+fn the_real_teacher_exports_to_q8_0_and_runs_in_llama_cpp() {
+    if std::env::var_os("KDL_SMOLLM2").is_none() {
+        eprintln!("skipped: KDL_SMOLLM2 is unset (./setup.sh fetches the teacher)");
+        return;
+    }
+    let dir = workdir("smollm2");
+    let ids = [504i64, 3575, 282, 4649, 314];
+    let list = format!("[{}]", ids.map(|i| i.to_string()).join(", "));
+    let (ok, said) = kdl(
+        &dir,
+        &format!(
+            "let t = load(\"smollm2\")\nexport(t, \"smol.gguf\", quant=\"q8_0\")\nlet b = load(\"smol.gguf\")\nsave logits(b, {list}) to \"smol.safetensors\"\n\
+             print encode(t, \"The capital of France is\")\nprint encode(b, \"The capital of France is\")\n\
+             print generate(t, \"The capital of France is\", max=6, temp=0, stream=false)\nprint generate(b, \"The capital of France is\", max=6, temp=0, stream=false)\n"
+        ),
+    );
+    assert!(ok, "{said}");
+    let printed: Vec<&str> = said.lines().filter(|l| !l.starts_with("loaded") && !l.starts_with("exported") && !l.starts_with("saved")).collect();
+    assert!(printed.len() >= 4 && printed[0] == printed[1], "the same ids: {printed:?}");
+    assert!(said.contains("Paris"), "{said}");
+    let Some(llama_cpp) = llama_cpp() else { return };
+    std::fs::write(dir.join("ids.json"), serde_json::to_string(&ids).unwrap()).unwrap();
+    let out = Command::new(std::env::var("KDL_PYTHON").unwrap())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama_cpp_logits.py"))
+        .arg(dir.join("smol.gguf"))
+        .arg(dir.join("ids.json"))
+        .env("PYTHONPATH", &llama_cpp)
+        .env("LLAMA_CPP_LIB", llama_cpp.join("llama_cpp_py_sync/libllama.so"))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "llama.cpp failed: {log}");
+    assert!(log.contains("tokenizer.ggml.pre str              = smollm") && log.contains("EOS token             = 2 '<|im_end|>'"), "{log}");
+    assert!(log.contains("tokenizer.chat_template"), "the chat template travels");
+    let report: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let rows: Vec<Vec<f32>> = serde_json::from_value(report["logits"].clone()).unwrap();
+    let theirs = Tensor::from_slice(&rows.concat()).view([ids.len() as i64, 49152]);
+    let kdl = logits(&dir.join("smol.safetensors"));
+    let d = max_diff(&theirs, &kdl);
+    eprintln!("SmolLM2 q8_0: llama.cpp vs kdl on the same export: {d:.2}");
+    assert!(d < 1.5, "{d}");
+    assert_eq!(theirs.argmax(-1, false), kdl.argmax(-1, false));
+}
