@@ -30,6 +30,28 @@ fn logits(path: &Path) -> Tensor {
     Tensor::read_safetensors(path).unwrap().into_iter().find(|(n, _)| n == "logits").unwrap().1.squeeze_dim(0)
 }
 
+/// Logits rows `[[f32; vocab]; T]` from a fixture script's JSON as a `[T, vocab]` tensor.
+fn rows(json: &Json, vocab: i64) -> Tensor {
+    let rows: Vec<Vec<f32>> = serde_json::from_value(json.clone()).unwrap_or_else(|_| panic!("not logits rows: {json}"));
+    Tensor::from_slice(&rows.concat()).view([-1, vocab])
+}
+
+/// Real llama.cpp's logits of `gguf` on the ids in `ids_json`, and its log.
+fn llama_cpp_logits(llama_cpp: &Path, gguf: &Path, ids_json: &Path, vocab: i64) -> (Tensor, String) {
+    let out = Command::new(std::env::var("KDL_PYTHON").expect("KDL_PYTHON is unset: run ./setup.sh"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama_cpp_logits.py"))
+        .arg(gguf)
+        .arg(ids_json)
+        .env("PYTHONPATH", llama_cpp)
+        .env("LLAMA_CPP_LIB", llama_cpp.join("llama_cpp_py_sync/libllama.so"))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "llama.cpp failed on {}: {log}", gguf.display());
+    let report: Json = serde_json::from_slice(&out.stdout).unwrap();
+    (rows(&report["logits"], vocab), log)
+}
+
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
@@ -121,9 +143,7 @@ fn exports_read_in_gguf_py_and_transformers_and_load_back_in_kdl() {
         }
         // transformers' loader (dequantized by gguf-py, q/k un-permuted) runs the same
         // model kdl reads from the file.
-        let hf = &report["hf"][format!("s-{ty}.gguf")];
-        let rows: Vec<Vec<f32>> = serde_json::from_value(hf.clone()).unwrap_or_else(|_| panic!("{ty}: transformers failed: {hf}"));
-        let theirs = Tensor::from_slice(&rows.concat()).view([IDS.len() as i64, 300]);
+        let theirs = rows(&report["hf"][format!("s-{ty}.gguf")], 300);
         let d = max_diff(&theirs, &logits(&dir.join(format!("back-{ty}.safetensors"))));
         eprintln!("{ty}: transformers vs kdl on the same export: {d:.2e}");
         assert!(d < 1e-4, "{ty}: {d}");
@@ -134,20 +154,8 @@ fn exports_read_in_gguf_py_and_transformers_and_load_back_in_kdl() {
     // and bf16 weights and Q8_0 activations against the quantized ones, so only f32
     // compares tightly; the rest are held to that extra rounding.
     let Some(llama_cpp) = llama_cpp() else { return };
-    let python = std::env::var("KDL_PYTHON").unwrap();
     for (ty, tolerance) in [("f32", 1e-5), ("f16", 2e-3), ("bf16", 1e-2), ("q8_0", 2e-2), ("q4_0", 2e-2)] {
-        let out = Command::new(&python)
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama_cpp_logits.py"))
-            .arg(dir.join(format!("s-{ty}.gguf")))
-            .arg(dir.join("ids.json"))
-            .env("PYTHONPATH", &llama_cpp)
-            .env("LLAMA_CPP_LIB", llama_cpp.join("llama_cpp_py_sync/libllama.so"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{ty}: llama.cpp failed: {}", String::from_utf8_lossy(&out.stderr));
-        let report: Json = serde_json::from_slice(&out.stdout).unwrap();
-        let rows: Vec<Vec<f32>> = serde_json::from_value(report["logits"].clone()).unwrap();
-        let theirs = Tensor::from_slice(&rows.concat()).view([IDS.len() as i64, 300]);
+        let (theirs, _) = llama_cpp_logits(&llama_cpp, &dir.join(format!("s-{ty}.gguf")), &dir.join("ids.json"), 300);
         let kdl = logits(&dir.join(format!("back-{ty}.safetensors")));
         let d = max_diff(&theirs, &kdl);
         eprintln!("{ty}: llama.cpp vs kdl on the same export: {d:.2e}");
@@ -244,21 +252,9 @@ fn the_real_teacher_exports_to_q8_0_and_runs_in_llama_cpp() {
     assert!(said.contains("Paris"), "{said}");
     let Some(llama_cpp) = llama_cpp() else { return };
     std::fs::write(dir.join("ids.json"), serde_json::to_string(&ids).unwrap()).unwrap();
-    let out = Command::new(std::env::var("KDL_PYTHON").unwrap())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama_cpp_logits.py"))
-        .arg(dir.join("smol.gguf"))
-        .arg(dir.join("ids.json"))
-        .env("PYTHONPATH", &llama_cpp)
-        .env("LLAMA_CPP_LIB", llama_cpp.join("llama_cpp_py_sync/libllama.so"))
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "llama.cpp failed: {log}");
+    let (theirs, log) = llama_cpp_logits(&llama_cpp, &dir.join("smol.gguf"), &dir.join("ids.json"), 49152);
     assert!(log.contains("tokenizer.ggml.pre str              = smollm") && log.contains("EOS token             = 2 '<|im_end|>'"), "{log}");
     assert!(log.contains("tokenizer.chat_template"), "the chat template travels");
-    let report: Json = serde_json::from_slice(&out.stdout).unwrap();
-    let rows: Vec<Vec<f32>> = serde_json::from_value(report["logits"].clone()).unwrap();
-    let theirs = Tensor::from_slice(&rows.concat()).view([ids.len() as i64, 49152]);
     let kdl = logits(&dir.join("smol.safetensors"));
     let d = max_diff(&theirs, &kdl);
     eprintln!("SmolLM2 q8_0: llama.cpp vs kdl on the same export: {d:.2}");

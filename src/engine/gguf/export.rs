@@ -11,7 +11,6 @@ use super::vocab_out::{self, Specials};
 use super::writer::{self, TensorOut};
 use crate::engine::llama::rope::inverse_frequencies;
 use crate::engine::llama::Llama;
-use std::collections::BTreeMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
@@ -140,12 +139,12 @@ fn llama_metadata(model: &Llama, ft: FileType, name: &str) -> Vec<(String, Value
 }
 
 /// The f32 values of a variable in llama.cpp's row order.
-fn values(model: &Llama, gguf: &str, t: &Tensor) -> Vec<f32> {
+fn values(model: &Llama, gguf: &str, t: &Tensor) -> Result<Vec<f32>, String> {
     let mut t = t.to_kind(Kind::Float).to_device(Device::Cpu);
     if let Some(heads) = permuted_heads(gguf, model) {
         t = permute(&t, heads);
     }
-    Vec::<f32>::try_from(&t.contiguous().view([-1])).unwrap_or_default()
+    Vec::<f32>::try_from(&t.contiguous().view([-1])).map_err(|e| format!("{gguf}: cannot read its values: {e}"))
 }
 
 /// Writes `model` (with its tokenizer and special tokens) to `path` as `ft`.
@@ -179,25 +178,19 @@ pub fn export(model: &Llama, tokenizer: &tokenizers::Tokenizer, specials: &Speci
     for (gguf, t) in ordered {
         let shape = t.size();
         let ty = choose(ft, &gguf, &shape, model.spec.tie, &mut notes);
-        let data = super::quant::quantize(ty, &values(model, &gguf, t)).ok_or_else(|| format!("{gguf}: cannot be written as {}", ty.name()))?;
+        let data = super::quant::quantize(ty, &values(model, &gguf, t)?).ok_or_else(|| format!("{gguf}: cannot be written as {}", ty.name()))?;
         tensors.push(TensorOut { name: gguf, shape: shape.iter().map(|&d| d as u64).collect(), ty, data });
     }
 
     let elements: u64 = tensors.iter().map(|t| t.shape.iter().product::<u64>()).sum();
     let data_bytes: u64 = tensors.iter().map(|t| t.data.len() as u64).sum();
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for t in &tensors {
-        *counts.entry(t.ty.name()).or_default() += 1;
-    }
-    let mut counts: Vec<(String, usize)> = counts.into_iter().collect();
-    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let mut bytes = Vec::with_capacity(data_bytes as usize + (1 << 20));
     writer::write(&mut bytes, &metadata, &tensors).map_err(|e| format!("cannot encode the GGUF: {e}"))?;
     crate::atomic::write_file(path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(Exported {
         bytes: bytes.len() as u64,
         bits_per_weight: 8.0 * data_bytes as f64 / elements.max(1) as f64,
-        types: counts.iter().map(|(n, c)| format!("{c} {n}")).collect::<Vec<_>>().join(", "),
+        types: super::type_summary(tensors.iter().map(|t| t.ty)),
         notes,
     })
 }

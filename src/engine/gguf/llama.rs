@@ -22,6 +22,9 @@ const BLOCK_PARTS: [(&str, &str); 9] = [
     ("ffn_down", "mlp.down_proj"),
 ];
 
+/// Whole-model tensors: GGUF names and their Hugging Face counterparts.
+const MODEL_PARTS: [(&str, &str); 3] = [("token_embd.weight", "model.embed_tokens.weight"), ("output_norm.weight", "model.norm.weight"), ("output.weight", "lm_head.weight")];
+
 /// Rotary tables and frequency factors: recomputed from the metadata, never loaded.
 fn is_rope_table(name: &str) -> bool {
     let last = name.rsplit_once("blk.").map_or(name, |(_, rest)| rest.split_once('.').map_or(rest, |(_, r)| r));
@@ -30,11 +33,8 @@ fn is_rope_table(name: &str) -> bool {
 
 /// The Hugging Face name of a llama.cpp tensor, if it is one llama has.
 pub fn hf_name(gguf: &str) -> Option<String> {
-    match gguf {
-        "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
-        "output_norm.weight" => return Some("model.norm.weight".into()),
-        "output.weight" => return Some("lm_head.weight".into()),
-        _ => {}
+    if let Some((_, hf)) = MODEL_PARTS.iter().find(|(g, _)| *g == gguf) {
+        return Some(hf.to_string());
     }
     let (layer, rest) = gguf.strip_prefix("blk.")?.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
@@ -48,11 +48,8 @@ pub fn hf_name(gguf: &str) -> Option<String> {
 
 /// The llama.cpp name of a Hugging Face tensor name, the inverse of `hf_name`.
 pub fn gguf_name(hf: &str) -> Option<String> {
-    match hf {
-        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
-        "model.norm.weight" => return Some("output_norm.weight".into()),
-        "lm_head.weight" => return Some("output.weight".into()),
-        _ => {}
+    if let Some((g, _)) = MODEL_PARTS.iter().find(|(_, h)| *h == hf) {
+        return Some(g.to_string());
     }
     let (layer, rest) = hf.strip_prefix("model.layers.")?.split_once('.')?;
     let layer: usize = layer.parse().ok()?;

@@ -42,15 +42,20 @@ pub struct GgufModel {
     pub notes: Vec<String>,
 }
 
-/// "210 Q4_1, 61 F32, 1 Q8_0".
-pub fn quant_summary(g: &Gguf) -> String {
+/// "210 Q4_1, 61 F32, 1 Q8_0": tensors per type, most common first.
+pub fn type_summary(types: impl IntoIterator<Item = GgmlType>) -> String {
     let mut counts: BTreeMap<GgmlType, usize> = BTreeMap::new();
-    for t in &g.tensors {
-        *counts.entry(t.ty).or_default() += 1;
+    for ty in types {
+        *counts.entry(ty).or_default() += 1;
     }
     let mut counts: Vec<(GgmlType, usize)> = counts.into_iter().collect();
     counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     counts.iter().map(|(ty, n)| format!("{n} {}", ty.name())).collect::<Vec<_>>().join(", ")
+}
+
+/// The types of a file's tensors, as `type_summary` writes them.
+pub fn quant_summary(g: &Gguf) -> String {
+    type_summary(g.tensors.iter().map(|t| t.ty))
 }
 
 /// Loads a llama-architecture GGUF onto `device`, dequantizing every weight to the

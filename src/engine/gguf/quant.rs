@@ -102,7 +102,7 @@ fn block_q5_0(x: &[f32], out: &mut [u8]) {
     let d = signed_max(x) / -16.0;
     let id = inverse(d);
     out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
-    let q: Vec<u32> = x.iter().map(|&v| ((v * id + 16.5).trunc() as i32).clamp(0, 31) as u32).collect();
+    let q: [u32; 32] = std::array::from_fn(|j| ((x[j] * id + 16.5).trunc() as i32).clamp(0, 31) as u32);
     let qh = q.iter().enumerate().fold(0u32, |h, (j, &v)| h | ((v >> 4) << j));
     out[2..6].copy_from_slice(&qh.to_le_bytes());
     for j in 0..16 {
