@@ -7,6 +7,8 @@
 use serde_json::Value as Json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use kdl::engine::gguf::dequant::GgmlType;
+use kdl::engine::gguf::quant::quantize;
 use tch::Tensor;
 
 const TYPES: [&str; 5] = ["f32", "f16", "bf16", "q8_0", "q4_0"];
@@ -260,4 +262,133 @@ fn the_real_teacher_exports_to_q8_0_and_runs_in_llama_cpp() {
     eprintln!("SmolLM2 q8_0: llama.cpp vs kdl on the same export: {d:.2}");
     assert!(d < 1.5, "{d}");
     assert_eq!(theirs.argmax(-1, false), kdl.argmax(-1, false));
+}
+
+/// Rows that reach every branch of ggml's block searches, then plain Gaussian weights:
+/// all zero, one outlier, all positive, all negative, below ggml's epsilon, constant,
+/// a zero group among live ones, large values, a group whose scale rounds to zero, and
+/// values on exact rounding ties.
+fn probe_rows(n: usize, rows: usize) -> Vec<f32> {
+    tch::manual_seed(19);
+    let mut v: Vec<f32> = Vec::<f32>::try_from((Tensor::randn([(rows * n) as i64], (tch::Kind::Float, tch::Device::Cpu)) * 0.05).contiguous()).unwrap();
+    let row = |r: usize| r * n..(r + 1) * n;
+    let r = row(0);
+    v[r].fill(0.0);
+    let r = row(1);
+    v[r.clone()].fill(0.0);
+    v[r.start + 37] = 3.0;
+    let r = row(2);
+    v[r.clone()].iter_mut().for_each(|x| *x = x.abs());
+    let r = row(3);
+    v[r.clone()].iter_mut().for_each(|x| *x = -x.abs());
+    let r = row(4);
+    v[r.clone()].iter_mut().for_each(|x| *x *= 1e-20);
+    let r = row(5);
+    v[r].fill(0.7);
+    let r = row(6);
+    v[r.start..r.start + 32].fill(0.0);
+    let r = row(7);
+    v[r.clone()].iter_mut().for_each(|x| *x *= 2000.0);
+    let r = row(8);
+    v[r.start + 64..r.start + 96].iter_mut().for_each(|x| *x *= 1e-4);
+    let r = row(9);
+    v[r.clone()].iter_mut().enumerate().for_each(|(i, x)| *x = ((i % 17) as f32 - 8.0) / 8.0);
+    v
+}
+
+/// kdl's block encoders against llama.cpp's `ggml_quantize_chunk` (the reference
+/// encoders llama-quantize runs without an importance matrix), byte for byte, for the
+/// K-quants gguf-py cannot make and the legacy types it can.
+#[test]
+fn block_encoders_match_ggml_quantize_chunk_byte_for_byte() {
+    let Some(llama_cpp) = llama_cpp() else { return };
+    let dir = workdir("chunk");
+    let n = 512;
+    let values = probe_rows(n, 24);
+    std::fs::write(dir.join("values.f32"), values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    for (name, ty) in [("q4_k", GgmlType::Q4_K), ("q6_k", GgmlType::Q6_K), ("q8_0", GgmlType::Q8_0), ("q5_0", GgmlType::Q5_0), ("q4_0", GgmlType::Q4_0)] {
+        let out = dir.join(format!("{name}.bin"));
+        let run = Command::new(std::env::var("KDL_PYTHON").expect("KDL_PYTHON is unset: run ./setup.sh"))
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama_cpp_quantize.py"))
+            .args(["chunk", dir.join("values.f32").to_str().unwrap(), &n.to_string(), name, out.to_str().unwrap()])
+            .env("PYTHONPATH", &llama_cpp)
+            .env("LLAMA_CPP_LIB", llama_cpp.join("llama_cpp_py_sync/libllama.so"))
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let theirs = std::fs::read(&out).unwrap();
+        let ours = quantize(ty, &values).unwrap();
+        assert_eq!(ours.len(), theirs.len(), "{name}");
+        let (_, bytes) = ty.block().unwrap();
+        let differing: Vec<usize> = ours.chunks(bytes).zip(theirs.chunks(bytes)).enumerate().filter(|(_, (a, b))| a != b).map(|(i, _)| i).collect();
+        assert!(differing.is_empty(), "{name}: {} of {} blocks differ from ggml's, the first {:?}", differing.len(), ours.len() / bytes, &differing[..differing.len().min(8)]);
+    }
+}
+
+/// llama_model_quantize run on kdl's f32 export, tensor by tensor against kdl's own
+/// export at the same type: the same type for every tensor (Q4_K_M's Q6_K layers and
+/// head, the K-quant fallbacks where rows are not whole super-blocks) and the same bytes.
+fn same_as_llama_quantize(llama_cpp: &Path, dir: &Path, stem: &str, ty: &str, ftype: u32) {
+    let run = Command::new(std::env::var("KDL_PYTHON").expect("KDL_PYTHON is unset: run ./setup.sh"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama_cpp_quantize.py"))
+        .arg("model")
+        .arg(dir.join(format!("{stem}-f32.gguf")))
+        .arg(ftype.to_string())
+        .arg(dir.join(format!("{stem}-{ty}-llama.gguf")))
+        .arg(dir.join(format!("{stem}-{ty}.gguf")))
+        .env("PYTHONPATH", llama_cpp)
+        .env("LLAMA_CPP_LIB", llama_cpp.join("llama_cpp_py_sync/libllama.so"))
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: Json = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(report["file_type"], serde_json::json!([ftype, ftype]), "{stem} {ty}: general.file_type");
+    let tensors = report["tensors"].as_object().unwrap();
+    assert!(tensors.len() > 10, "{report}");
+    for (name, t) in tensors {
+        assert_eq!(t["ours"], t["theirs"], "{stem} {ty}: {name} has another type than llama-quantize gives it");
+        assert_eq!(t["bytes_equal"], true, "{stem} {ty}: {name} ({}) differs from llama-quantize's bytes", t["ours"]);
+    }
+    let count = |want: &str| tensors.values().filter(|t| t["ours"] == want).count();
+    eprintln!("{stem} {ty}: {} tensors as llama-quantize makes them: {} Q4_K, {} Q6_K, {} Q5_0, {} Q8_0", tensors.len(), count("Q4_K"), count("Q6_K"), count("Q5_0"), count("Q8_0"));
+}
+
+/// Q4_K_M, Q6_K, Q4_0 and Q8_0 exports equal llama-quantize's files made from kdl's f32
+/// export, on a student whose rows are whole 256-value super-blocks (8 layers, so the
+/// Q4_K_M mix has Q6_K layers) and one whose 64-wide rows make every K-quant fall back;
+/// kdl and llama.cpp load the Q4_K_M export and agree on its logits.
+#[test]
+fn k_quant_exports_match_llama_quantize_tensor_by_tensor() {
+    let Some(llama_cpp) = llama_cpp() else { return };
+    let dir = workdir("kquant");
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/moby_dick.txt");
+    let ids = format!("[{}]", IDS.map(|i| i.to_string()).join(", "));
+    let mut script = format!("tokenizer bpe(vocab=300, from={:?})\n", corpus.display().to_string());
+    script.push_str("let wide = llama(layers=8, dim=256, heads=4, kv_heads=2, ffn=512, seed=5)\nlet narrow = llama(layers=2, dim=64, heads=4, kv_heads=2, ffn=128, seed=3)\n");
+    for (stem, types) in [("wide", &["f32", "q4_k_m", "q6_k", "q4_0", "q8_0"][..]), ("narrow", &["f32", "q4_k_m", "q6_k"][..])] {
+        for ty in types {
+            script.push_str(&format!("export({stem}, \"{stem}-{ty}.gguf\", quant=\"{ty}\")\n"));
+        }
+    }
+    script.push_str(&format!("save logits(wide, {ids}) to \"wide.safetensors\"\nlet back = load(\"wide-q4_k_m.gguf\")\nsave logits(back, {ids}) to \"back.safetensors\"\n"));
+    let (ok, said) = kdl(&dir, &script);
+    assert!(ok, "{said}");
+    assert!(said.contains("ffn_down.weight: rows of 128 are not whole 256-value super-blocks of Q6_K, so it is Q8_0"), "the fallback is noted: {said}");
+    for (stem, ty, ftype) in [("wide", "q4_k_m", 15), ("wide", "q6_k", 18), ("wide", "q4_0", 2), ("wide", "q8_0", 7), ("narrow", "q4_k_m", 15), ("narrow", "q6_k", 18)] {
+        same_as_llama_quantize(&llama_cpp, &dir, stem, ty, ftype);
+    }
+
+    // kdl reads its Q4_K_M file back within the quantization error, and llama.cpp runs
+    // it to the same logits kdl gets from it.
+    let model = logits(&dir.join("wide.safetensors"));
+    let back = logits(&dir.join("back.safetensors"));
+    let d = max_diff(&back, &model);
+    eprintln!("q4_k_m: kdl's logits from its export differ from the model's by {d:.2e}");
+    assert!(d < 0.2, "4-bit weights (0.14 measured): {d}");
+    std::fs::write(dir.join("ids.json"), serde_json::to_string(&IDS).unwrap()).unwrap();
+    let (theirs, _) = llama_cpp_logits(&llama_cpp, &dir.join("wide-q4_k_m.gguf"), &dir.join("ids.json"), 300);
+    let d = max_diff(&theirs, &back);
+    eprintln!("q4_k_m: llama.cpp vs kdl on the same export: {d:.2e}");
+    assert!(d < 2e-2, "{d}");
+    assert_eq!(theirs.argmax(-1, false), back.argmax(-1, false));
 }

@@ -28,7 +28,7 @@ pub fn table() -> Vec<Builtin> {
         params: vec![
             param("model", Kinds::MODEL, Required, "the model (an adapter: merge it first)"),
             param("path", s, Required, "the .gguf file to write"),
-            param("quant", s, Str("f16"), "the 2-D weights' type: \"f32\", \"f16\", \"bf16\", \"q8_0\" or \"q4_0\" (norms stay f32; rows that are not whole blocks fall back to f16, with a note)"),
+            param("quant", s, Str("f16"), "the 2-D weights' type: \"f32\", \"f16\", \"bf16\", \"q8_0\", \"q6_k\", \"q4_k_m\" or \"q4_0\", chosen per tensor as llama-quantize does (norms stay f32; rows that are not whole blocks fall back, with a note)"),
         ],
         returns: s,
         doc: "writes the model as a GGUF file llama.cpp loads (llama metadata, its tokenizer, llama.cpp's tensor names and q/k layout); returns the path",

@@ -75,7 +75,7 @@ enum Command {
         source: PathBuf,
         /// The .gguf file to write
         out: PathBuf,
-        /// The 2-D weights' type: f32, f16, bf16, q8_0 or q4_0
+        /// The 2-D weights' type: f32, f16, bf16, q8_0, q6_k, q4_k_m or q4_0
         #[arg(long, default_value = "f16")]
         quant: String,
     },

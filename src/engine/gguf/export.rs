@@ -22,10 +22,14 @@ pub enum FileType {
     BF16,
     Q8_0,
     Q4_0,
+    /// llama-quantize's Q4_K_M: Q4_K, with Q6_K for the head and for attn_v and
+    /// ffn_down on a third of the layers.
+    Q4KM,
+    Q6K,
 }
 
 impl FileType {
-    pub const NAMES: &'static str = "f32, f16, bf16, q8_0, q4_0";
+    pub const NAMES: &'static str = "f32, f16, bf16, q8_0, q6_k, q4_k_m, q4_0";
 
     pub fn parse(name: &str) -> Result<FileType, String> {
         Ok(match name.to_ascii_lowercase().as_str() {
@@ -34,8 +38,10 @@ impl FileType {
             "bf16" => FileType::BF16,
             "q8_0" => FileType::Q8_0,
             "q4_0" => FileType::Q4_0,
-            k if k.starts_with("q4_k") || k.starts_with("q5_k") || k.starts_with("q6_k") || k.starts_with("q2_k") || k.starts_with("q3_k") => {
-                return Err(format!("kdl does not write the K-quants ({name}) yet: export q8_0 or q4_0, or export f16 and run llama.cpp's llama-quantize on it"))
+            "q4_k_m" => FileType::Q4KM,
+            "q6_k" => FileType::Q6K,
+            k if ["q2_k", "q3_k", "q4_k", "q5_k"].iter().any(|p| k.starts_with(p)) => {
+                return Err(format!("kdl writes the K-quant mixes q4_k_m and q6_k, not {name}: export f16 and run llama.cpp's llama-quantize for the others"))
             }
             _ => return Err(format!("unknown GGUF type {name:?}: kdl writes {}", FileType::NAMES)),
         })
@@ -48,6 +54,8 @@ impl FileType {
             FileType::BF16 => "bf16",
             FileType::Q8_0 => "q8_0",
             FileType::Q4_0 => "q4_0",
+            FileType::Q4KM => "q4_k_m",
+            FileType::Q6K => "q6_k",
         }
     }
 
@@ -59,6 +67,8 @@ impl FileType {
             FileType::Q4_0 => 2,
             FileType::Q8_0 => 7,
             FileType::BF16 => 32,
+            FileType::Q4KM => 15,
+            FileType::Q6K => 18,
         }
     }
 
@@ -69,7 +79,15 @@ impl FileType {
             FileType::BF16 => GgmlType::BF16,
             FileType::Q8_0 => GgmlType::Q8_0,
             FileType::Q4_0 => GgmlType::Q4_0,
+            FileType::Q4KM => GgmlType::Q4_K,
+            FileType::Q6K => GgmlType::Q6_K,
         }
+    }
+
+    /// Whether llama-quantize makes this type (rather than the converter): its rules
+    /// for the head and the K-quant fallbacks apply.
+    fn quantized(self) -> bool {
+        matches!(self, FileType::Q4_0 | FileType::Q4KM | FileType::Q6K)
     }
 }
 
@@ -84,19 +102,40 @@ pub struct Exported {
     pub notes: Vec<String>,
 }
 
-/// The tensor type of one weight: 1-D tensors stay f32; the output head (or the tied
-/// embedding that serves as it) keeps 8 bits under Q4_0; rows that are not whole blocks
-/// fall back to F16, as the converter does.
-fn choose(ft: FileType, name: &str, shape: &[i64], tied: bool, notes: &mut Vec<String>) -> GgmlType {
+/// llama.cpp's `use_more_bits`: the first and last eighth of the layers and every
+/// third one between get the bigger type in the _M mixes.
+fn use_more_bits(layer: usize, layers: usize) -> bool {
+    layer < layers / 8 || layer >= 7 * layers / 8 || (layer as i64 - (layers / 8) as i64).rem_euclid(3) == 2
+}
+
+/// The tensor type of one weight, by llama-quantize's rules (llama-quant.cpp,
+/// `llama_tensor_get_type`) for the quantized types: 1-D tensors stay f32; the output
+/// head (or the tied embedding that serves as it) is Q6_K where its rows fit the file
+/// type's blocks and Q8_0 where not; Q4_K_M gives attn_v and ffn_down Q6_K on the
+/// `use_more_bits` layers; a K-quant whose rows are not whole 256-value super-blocks
+/// falls back (Q4_K to Q5_0, Q6_K to Q8_0), and rows that fit no block are F16.
+fn choose(ft: FileType, name: &str, shape: &[i64], tied: bool, layers: usize, notes: &mut Vec<String>) -> GgmlType {
     if shape.len() < 2 {
         return GgmlType::F32;
     }
-    let head = name == "output.weight" || (tied && name == "token_embd.weight");
-    let ty = if ft == FileType::Q4_0 && head { GgmlType::Q8_0 } else { ft.tensor_type() };
-    let (block, _) = ty.block().unwrap_or((1, 0));
     let row = shape[shape.len() - 1] as usize;
-    if row % block != 0 {
-        notes.push(format!("{name}: rows of {row} are not whole {}-value blocks of {}, so it is F16", block, ty.name()));
+    let block = |ty: GgmlType| ty.block().map_or(1, |(b, _)| b);
+    let head = name == "output.weight" || (tied && name == "token_embd.weight");
+    let layer = name.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|l| l.parse::<usize>().ok());
+    let mut ty = ft.tensor_type();
+    if ft.quantized() && head {
+        ty = if row % block(ty) != 0 { GgmlType::Q8_0 } else { GgmlType::Q6_K };
+    } else if ft == FileType::Q4KM && (name.ends_with(".attn_v.weight") || name.ends_with(".ffn_down.weight")) && layer.is_some_and(|i| use_more_bits(i, layers)) {
+        ty = GgmlType::Q6_K;
+    }
+    if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) && row % block(ty) != 0 {
+        let fallback = if ty == GgmlType::Q4_K { GgmlType::Q5_0 } else { GgmlType::Q8_0 };
+        let fallback = if row % block(fallback) != 0 { GgmlType::F16 } else { fallback };
+        notes.push(format!("{name}: rows of {row} are not whole {}-value super-blocks of {}, so it is {} (as llama-quantize does)", block(ty), ty.name(), fallback.name()));
+        return fallback;
+    }
+    if row % block(ty) != 0 {
+        notes.push(format!("{name}: rows of {row} are not whole {}-value blocks of {}, so it is F16", block(ty), ty.name()));
         return GgmlType::F16;
     }
     ty
@@ -177,7 +216,7 @@ pub fn export(model: &Llama, tokenizer: &tokenizers::Tokenizer, specials: &Speci
     let mut tensors: Vec<TensorOut> = rope_freqs(model).into_iter().collect();
     for (gguf, t) in ordered {
         let shape = t.size();
-        let ty = choose(ft, &gguf, &shape, model.spec.tie, &mut notes);
+        let ty = choose(ft, &gguf, &shape, model.spec.tie, model.spec.layers, &mut notes);
         let data = super::quant::quantize(ty, &values(model, &gguf, t)?).ok_or_else(|| format!("{gguf}: cannot be written as {}", ty.name()))?;
         tensors.push(TensorOut { name: gguf, shape: shape.iter().map(|&d| d as u64).collect(), ty, data });
     }

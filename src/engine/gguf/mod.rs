@@ -3,12 +3,13 @@
 //! formats to f32, `llama` maps the tensors onto the llama of `engine::llama`, and
 //! `tokenizer` rebuilds the tokenizer from the metadata. `load_gguf` is the entry point;
 //! its errors are one line naming the file, like `checkpoint::load_hf_dir`'s. The other
-//! way, `export` writes a llama as GGUF: `quant` encodes the blocks, `writer` the
+//! way, `export` writes a llama as GGUF: `quant` encodes the blocks (`kquant` the K-quants), `writer` the
 //! container, `vocab_out` the tokenizer metadata.
 
 pub mod config;
 pub mod dequant;
 pub mod export;
+mod kquant;
 pub mod llama;
 pub mod quant;
 pub mod reader;

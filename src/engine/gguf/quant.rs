@@ -3,7 +3,8 @@
 //! order gguf-py's numpy port computes it (gguf/quants.py), so the bytes equal gguf-py's
 //! and llama.cpp's for the same row: f32 arithmetic throughout, scales stored as IEEE
 //! half rounded to nearest even, the same rounding of each value (half away from zero
-//! for Q8_0, truncation after +8.5 / +16.5 for Q4_0 / Q5_0).
+//! for Q8_0, truncation after +8.5 / +16.5 for Q4_0 / Q5_0). The K-quants' searches
+//! live in `kquant`.
 
 use super::dequant::GgmlType;
 use rayon::prelude::*;
@@ -126,6 +127,8 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> Option<Vec<u8>> {
         GgmlType::Q8_0 => block_q8_0,
         GgmlType::Q4_0 => block_q4_0,
         GgmlType::Q5_0 => block_q5_0,
+        GgmlType::Q4_K => super::kquant::block_q4_k,
+        GgmlType::Q6_K => super::kquant::block_q6_k,
         _ => return None,
     };
     // Large blocks of work per task: a block is a few dozen bytes.
@@ -161,7 +164,7 @@ mod tests {
     #[test]
     fn blocks_decode_close_to_their_values() {
         let values: Vec<f32> = (0..256).map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0).collect();
-        for (ty, tolerance) in [(GgmlType::Q8_0, 0.01), (GgmlType::Q5_0, 0.09), (GgmlType::Q4_0, 0.17), (GgmlType::F16, 1e-3), (GgmlType::BF16, 1e-2)] {
+        for (ty, tolerance) in [(GgmlType::Q8_0, 0.01), (GgmlType::Q5_0, 0.09), (GgmlType::Q4_0, 0.17), (GgmlType::Q6_K, 0.03), (GgmlType::Q4_K, 0.12), (GgmlType::F16, 1e-3), (GgmlType::BF16, 1e-2)] {
             let back = dequantize(ty, &quantize(ty, &values).unwrap(), values.len()).unwrap();
             let worst = values.iter().zip(&back).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
             assert!(worst < tolerance, "{}: off by {worst}", ty.name());
