@@ -73,7 +73,7 @@ fn every_builtin_example_checks() {
         let mut s = kdl::Session::capture();
         let src = format!("use arch\nlet example_value = {}", b.example);
         if let Err(e) = s.prepare_str("<example>", &src) {
-            let stmt_src = format!("use arch\nteacher llama(layers=2, dim=128, vocab=1000)\nstudent llama(layers=2, dim=128)\ndata \"examples/data/moby_dick.txt\"\nloss ce\n{}", b.example);
+            let stmt_src = format!("use arch\nteacher llama(layers=2, dim=128, vocab=1000)\nstudent llama(layers=2, dim=128)\ndata \"examples/data/moby_dick.txt\"\nloss ce\nstage deep {{\n}}\nstage wide {{\n}}\n{}", b.example);
             let mut s2 = kdl::Session::capture();
             assert!(s2.prepare_str("<example>", &stmt_src).is_ok(), "example of `{}` does not check: {} ({:?})", b.name, b.example, e.diagnostics.first().map(|d| &d.message));
         }

@@ -188,3 +188,36 @@ fn a_failed_gate_stops_the_chain_and_prints_the_table() {
     assert!(table.contains("\nteacher ") && table.contains("\nfirst ") && table.contains("\nsecond "), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A stage's figures are its row of the table, and `best` picks the stage that did best:
+/// a student trained 30 steps beats the same student trained 1 step on val ppl, the
+/// winner's student exports, and ranking what cannot be ranked says why.
+#[test]
+fn best_picks_the_stage_with_the_better_figures() {
+    let dir = workdir("best");
+    let text = run_ok(&script(
+        &dir,
+        "stage short {\n  train(steps=1, batch=2, seq=32)\n}\n\
+         stage long {\n  student llama(layers=1, dim=32, heads=4, seed=2)\n  train(steps=30, batch=4, seq=32, lr=3e-3)\n}\n\
+         let w = best([short, long])\n\
+         print \"winner\", w.name, round(w.val_ppl, 2), round(long.val_ppl, 2), short.val_ppl > long.val_ppl\n\
+         print \"by retention\", best([short, long], by=\"retention\").name, long.retention > 0\n\
+         print w\n\
+         export(w.student, \"w.gguf\", quant=\"q8_0\")\n",
+    ));
+    let line = text.lines().find(|l| l.starts_with("winner")).unwrap_or_else(|| panic!("{text}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!((fields[1], fields[4]), ("long", "true"), "{text}");
+    assert_eq!(fields[2], fields[3], "the winner's val ppl is the long stage's: {text}");
+    assert!(text.contains("by retention long true"), "{text}");
+    assert!(text.contains("stage long") && text.contains("trained ") && text.contains("retention"), "print shows the figures: {text}");
+    assert!(dir.join("w.gguf").is_file(), "{text}");
+
+    let (ok, text) = run(&script(&dir, "stage idle {\n  print 1\n}\nprint best([idle]).name\n"));
+    assert!(!ok && text.contains("stage `idle` trained nothing, so it cannot be ranked"), "{text}");
+    let (ok, text) = run(&script(&dir, "stage a {\n  train(steps=1, batch=2, seq=32)\n}\nprint best([a], by=\"params\")\n"));
+    assert!(!ok && text.contains("ranks stages by \"val_ppl\", \"val_loss\" or \"retention\""), "{text}");
+    let (ok, text) = run(&script(&dir, "stage idle {\n  print 1\n}\nprint idle.val_ppl\n"));
+    assert!(!ok && text.contains("stage `idle` trained nothing, so it has no `val_ppl`") && !text.contains("panicked"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -100,6 +100,39 @@ fn merge(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
     }
 }
 
+/// `best(stages, by="val_ppl")`: the stage whose last training did best.
+fn best(_: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
+    let by = a.string("by")?;
+    let higher_wins = match by.as_str() {
+        "val_ppl" | "val_loss" => false,
+        "retention" => true,
+        _ => return Err(a.error("by", format!("`best` ranks stages by \"val_ppl\", \"val_loss\" or \"retention\", not {by:?}"))),
+    };
+    let Some(Value::List(items)) = a.get("stages") else {
+        return Err(a.error("stages", "`best` needs a list of stages, e.g. best([deep, wide])"));
+    };
+    let mut winner: Option<(Rc<crate::eval::StageValue>, f64)> = None;
+    for (i, item) in items.iter().enumerate() {
+        let Value::Stage(stage) = item else {
+            return Err(a.error("stages", format!("item {i} is {}, not a stage", with_article(item.kind()))).help("list the stages by name: best([deep, wide])"));
+        };
+        let Some(figures) = &stage.figures else {
+            return Err(a.error("stages", format!("stage `{}` trained nothing, so it cannot be ranked", stage.name)).help("a stage's figures come from the last train(...) in it"));
+        };
+        let Some(score) = figures.get(&by).flatten() else {
+            return Err(a.error("stages", format!("stage `{}` has no retention: no teacher was compared with", stage.name)).help("rank by \"val_ppl\" instead"));
+        };
+        let better = match &winner {
+            None => true,
+            Some((_, best)) => if higher_wins { score > *best } else { score < *best },
+        };
+        if better {
+            winner = Some((stage.clone(), score));
+        }
+    }
+    winner.map(|(s, _)| Value::Stage(s)).ok_or_else(|| a.error("stages", "`best` needs at least one stage"))
+}
+
 pub fn table() -> Vec<Builtin> {
     let n = Kinds::NUMBER;
     let s = Kinds::STRING;
@@ -144,6 +177,20 @@ pub fn table() -> Vec<Builtin> {
             doc: "folds a LoRA adapter into its base (W + alpha/r·B·A, f32), or merges models of one architecture",
             example: "merge(student, lora(student, rank=8))",
             run: merge,
+            pure: false,
+            slots: &[],
+        },
+        Builtin {
+            name: "best",
+            family: Family::Replay,
+            params: vec![
+                param("stages", Kinds::LIST, Required, "the stages to rank, by name"),
+                param("by", s, Str("val_ppl"), "\"val_ppl\" or \"val_loss\" (lowest wins) or \"retention\" (highest wins)"),
+            ],
+            returns: Kinds::STAGE,
+            doc: "the stage whose last training did best on the validation split (the first of equals), e.g. to export the winner of a comparison",
+            example: "export(best([deep, wide]).student, \"winner.gguf\", quant=\"q4_k_m\")",
+            run: best,
             pure: false,
             slots: &[],
         },

@@ -190,6 +190,10 @@ impl Checker {
             self.report(d);
             return Abs::any();
         }
+        if obj.kinds == Kinds::STAGE {
+            // A stage chosen at run time (`best(...)`): its slots are known then.
+            return Abs::any();
+        }
         if obj.kinds == Kinds::TOKENIZER && name.node == "vocab" {
             return Abs::of(Kinds::NUMBER);
         }

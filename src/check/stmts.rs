@@ -330,7 +330,13 @@ impl Checker {
             }
         });
         let stage_slots = std::mem::replace(&mut self.state.slots, outer_slots);
-        let members: BTreeMap<String, Abs> = stage_slots.into_iter().map(|(r, a)| (r.name().to_string(), a)).collect();
+        let mut members: BTreeMap<String, Abs> = stage_slots.into_iter().map(|(r, a)| (r.name().to_string(), a)).collect();
+        // Its row of the stage table; read at run time (a stage that trained nothing
+        // says so there).
+        for figure in crate::eval::StageFigures::MEMBERS {
+            members.entry(figure.to_string()).or_insert_with(|| Abs::of(Kinds::NUMBER));
+        }
+        members.entry("name".to_string()).or_insert_with(|| Abs::known(Value::str(&name.node)));
         let abs = Abs { members: Some(Rc::new(members)), ..Abs::of(Kinds::STAGE) };
         self.state.stages.push(abs.clone());
         self.define(name, abs, true);

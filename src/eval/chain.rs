@@ -5,7 +5,7 @@
 
 use super::env::Scope;
 use super::interp::Interp;
-use super::value::Value;
+use super::value::{StageFigures, Value};
 use crate::diag::{Diagnostic, Span};
 use crate::kind::with_article;
 use crate::spec::fmt_count;
@@ -66,11 +66,12 @@ impl Interp {
         Some(out)
     }
 
-    /// Ends a stage: its last training becomes a row of the table.
-    pub(super) fn finish_stage_row(&mut self, name: &str) {
-        if let Some(record) = self.last_train.take() {
-            self.stage_rows.push(StageRow { name: name.to_string(), record });
-        }
+    /// Ends a stage: its last training becomes a row of the table, and the figures
+    /// the stage value carries.
+    pub(super) fn finish_stage_row(&mut self, name: &str) -> Option<StageFigures> {
+        let record = self.last_train.take()?;
+        self.stage_rows.push(StageRow { name: name.to_string(), record });
+        Some(StageFigures { params: record.params, val_loss: record.val_loss, val_ppl: record.ppl, retention: self.retention(record.ppl) })
     }
 
     /// `require COND`: `retention`, `ppl`, `val_loss` and `params` name the last training's

@@ -239,6 +239,17 @@ pub fn member(v: &Value, name: &Ident) -> Result<Value, Diagnostic> {
             _ => None,
         },
         Value::Tokenizer(t) if n == "vocab" => Some(Value::Num(t.vocab() as f64)),
+        Value::Stage(s) if n == "name" && !s.slots.contains_key(n) => Some(Value::str(&s.name)),
+        Value::Stage(s) if !s.slots.contains_key(n) && crate::eval::StageFigures::MEMBERS.contains(&n) => {
+            let why = match &s.figures {
+                None => format!("stage `{}` trained nothing, so it has no `{n}`", s.name),
+                Some(f) => match f.get(n).flatten() {
+                    Some(x) => return Ok(Value::Num(x)),
+                    None => format!("stage `{}` has no retention: no teacher was compared with", s.name),
+                },
+            };
+            return Err(Diagnostic::error(why).label(name.span, n).help("a stage's figures come from the last train(...) in it"));
+        }
         Value::Stage(s) => s.slots.get(n).cloned(),
         Value::Module(m) => m.names.get(n).cloned(),
         _ => None,
@@ -246,7 +257,7 @@ pub fn member(v: &Value, name: &Ident) -> Result<Value, Diagnostic> {
     found.ok_or_else(|| {
         let known: Vec<String> = match v {
             Value::Model(_) => model_members().iter().map(|s| s.to_string()).collect(),
-            Value::Stage(s) => s.slots.keys().cloned().collect(),
+            Value::Stage(s) => s.slots.keys().cloned().chain(["name"].into_iter().chain(crate::eval::StageFigures::MEMBERS).map(String::from)).collect(),
             Value::Module(m) => m.names.keys().cloned().collect(),
             Value::Tokenizer(_) => vec!["vocab".into()],
             _ => vec![],

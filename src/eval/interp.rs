@@ -280,8 +280,8 @@ impl Interp {
         }
         result?;
         let slots = stage_slots.into_iter().map(|(r, v)| (r.name().to_string(), v)).collect();
-        self.finish_stage_row(name);
-        let stage = Rc::new(StageValue { name: name.to_string(), slots });
+        let figures = self.finish_stage_row(name);
+        let stage = Rc::new(StageValue { name: name.to_string(), slots, figures });
         self.stages.push(stage.clone());
         self.scope.borrow_mut().define(name, Value::Stage(stage));
         Ok(())

@@ -16,4 +16,4 @@ pub use env::Scope;
 pub use expr::{member, CallArgs};
 pub use interp::{global_scope, Interp, Out};
 pub use model::{ModelValue, Origin, TensorValue};
-pub use value::{Closure, ModuleValue, StageValue, TokenizerValue, Value, VocabSource};
+pub use value::{Closure, ModuleValue, StageFigures, StageValue, TokenizerValue, Value, VocabSource};

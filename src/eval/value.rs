@@ -83,10 +83,37 @@ impl TokenizerValue {
     }
 }
 
-/// What a finished `stage NAME { ... }` leaves behind: its role slots.
+/// What a finished `stage NAME { ... }` leaves behind: its role slots, and the figures
+/// of its last training (its row of the stage table).
 pub struct StageValue {
     pub name: String,
     pub slots: BTreeMap<String, Value>,
+    pub figures: Option<StageFigures>,
+}
+
+/// A stage's row of the stage table, readable as `NAME.val_ppl` and so on.
+#[derive(Debug, Clone, Copy)]
+pub struct StageFigures {
+    pub params: u64,
+    pub val_loss: f64,
+    pub val_ppl: f64,
+    /// Against the chain's first teacher, when a teacher was compared with.
+    pub retention: Option<f64>,
+}
+
+impl StageFigures {
+    /// The members a stage has besides its role slots.
+    pub const MEMBERS: [&'static str; 4] = ["params", "val_loss", "val_ppl", "retention"];
+
+    pub fn get(&self, member: &str) -> Option<Option<f64>> {
+        Some(match member {
+            "params" => Some(self.params as f64),
+            "val_loss" => Some(self.val_loss),
+            "val_ppl" => Some(self.val_ppl),
+            "retention" => self.retention,
+            _ => return None,
+        })
+    }
 }
 
 /// A `use`d module: its top-level names.
@@ -165,6 +192,10 @@ impl Value {
                 let mut out = format!("stage {}", s.name);
                 for (k, v) in &s.slots {
                     out.push_str(&format!("\n  {k:<10} {}", v.short()));
+                }
+                if let Some(f) = &s.figures {
+                    let retention = f.retention.map(|r| format!(", retention {:.1}%", 100.0 * r)).unwrap_or_default();
+                    out.push_str(&format!("\n  {:<10} {} params, val loss {:.4}, val ppl {:.2}{retention}", "trained", crate::spec::fmt_count(f.params), f.val_loss, f.val_ppl));
                 }
                 out
             }

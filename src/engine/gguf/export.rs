@@ -114,7 +114,7 @@ fn use_more_bits(layer: usize, layers: usize) -> bool {
 /// type's blocks and Q8_0 where not; Q4_K_M gives attn_v and ffn_down Q6_K on the
 /// `use_more_bits` layers; a K-quant whose rows are not whole 256-value super-blocks
 /// falls back (Q4_K to Q5_0, Q6_K to Q8_0), and rows that fit no block are F16.
-fn choose(ft: FileType, name: &str, shape: &[i64], tied: bool, layers: usize, notes: &mut Vec<String>) -> GgmlType {
+fn choose(ft: FileType, name: &str, shape: &[i64], tied: bool, layers: usize, fallbacks: &mut Vec<Fallback>) -> GgmlType {
     if shape.len() < 2 {
         return GgmlType::F32;
     }
@@ -131,14 +131,43 @@ fn choose(ft: FileType, name: &str, shape: &[i64], tied: bool, layers: usize, no
     if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) && row % block(ty) != 0 {
         let fallback = if ty == GgmlType::Q4_K { GgmlType::Q5_0 } else { GgmlType::Q8_0 };
         let fallback = if row % block(fallback) != 0 { GgmlType::F16 } else { fallback };
-        notes.push(format!("{name}: rows of {row} are not whole {}-value super-blocks of {}, so it is {} (as llama-quantize does)", block(ty), ty.name(), fallback.name()));
+        fallbacks.push(Fallback { name: name.to_string(), row, from: ty, to: fallback });
         return fallback;
     }
     if row % block(ty) != 0 {
-        notes.push(format!("{name}: rows of {row} are not whole {}-value blocks of {}, so it is F16", block(ty), ty.name()));
+        fallbacks.push(Fallback { name: name.to_string(), row, from: ty, to: GgmlType::F16 });
         return GgmlType::F16;
     }
     ty
+}
+
+/// A tensor written in another type than the file's because its rows do not fit.
+struct Fallback {
+    name: String,
+    row: usize,
+    from: GgmlType,
+    to: GgmlType,
+}
+
+/// One note per kind of fallback, naming the first tensors: a 30-layer model has a
+/// hundred tensors of the same width, and one line says it.
+fn fallback_notes(fallbacks: &[Fallback]) -> Vec<String> {
+    let mut kinds: Vec<(usize, GgmlType, GgmlType)> = fallbacks.iter().map(|f| (f.row, f.from, f.to)).collect();
+    kinds.dedup();
+    kinds.sort();
+    kinds.dedup();
+    kinds
+        .into_iter()
+        .map(|(row, from, to)| {
+            let names: Vec<&str> = fallbacks.iter().filter(|f| (f.row, f.from, f.to) == (row, from, to)).map(|f| f.name.as_str()).collect();
+            let shown = if names.len() > 3 { format!("{}, ...", names[..3].join(", ")) } else { names.join(", ") };
+            let (block, _) = from.block().unwrap_or((1, 0));
+            let unit = if block == super::kquant::QK_K { "super-blocks" } else { "blocks" };
+            let how = if to == GgmlType::F16 { String::new() } else { " (as llama-quantize does)".into() };
+            let count = if names.len() == 1 { "1 tensor".to_string() } else { format!("{} tensors", names.len()) };
+            format!("{count} with {row}-value rows ({shown}): not whole {block}-value {unit} of {}, so {}{how}", from.name(), to.name())
+        })
+        .collect()
 }
 
 /// llama-3 rope scaling as llama.cpp stores it: each frequency's divisor.
@@ -212,11 +241,11 @@ pub fn export(model: &Llama, tokenizer: &tokenizers::Tokenizer, specials: &Speci
         }
     };
     ordered.sort_by_key(|(n, _)| rank(n));
-    let mut notes = Vec::new();
+    let mut fallbacks = Vec::new();
     let mut tensors: Vec<TensorOut> = rope_freqs(model).into_iter().collect();
     for (gguf, t) in ordered {
         let shape = t.size();
-        let ty = choose(ft, &gguf, &shape, model.spec.tie, model.spec.layers, &mut notes);
+        let ty = choose(ft, &gguf, &shape, model.spec.tie, model.spec.layers, &mut fallbacks);
         let data = super::quant::quantize(ty, &values(model, &gguf, t)?).ok_or_else(|| format!("{gguf}: cannot be written as {}", ty.name()))?;
         tensors.push(TensorOut { name: gguf, shape: shape.iter().map(|&d| d as u64).collect(), ty, data });
     }
@@ -230,6 +259,6 @@ pub fn export(model: &Llama, tokenizer: &tokenizers::Tokenizer, specials: &Speci
         bytes: bytes.len() as u64,
         bits_per_weight: 8.0 * data_bytes as f64 / elements.max(1) as f64,
         types: super::type_summary(tensors.iter().map(|t| t.ty)),
-        notes,
+        notes: fallback_notes(&fallbacks),
     })
 }

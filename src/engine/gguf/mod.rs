@@ -9,7 +9,7 @@
 pub mod config;
 pub mod dequant;
 pub mod export;
-mod kquant;
+pub(crate) mod kquant;
 pub mod llama;
 pub mod quant;
 pub mod reader;
