@@ -71,6 +71,8 @@ fn telugu_hard_set_replay_lowers_the_hard_set_loss() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/examples-test/telugu_lora_replay.kd");
     assert!(dir.join("runs/telugu_lora_replay/hard_set.json").is_file());
     assert!(dir.join("runs/telugu-replay/merged/model.safetensors").is_file());
+    assert!(out.contains("student-q8_0.gguf as q8_0"), "{out}");
+    assert!(dir.join("runs/telugu-replay/student-q8_0.gguf").is_file());
 }
 
 #[test]
@@ -81,6 +83,11 @@ fn progressive_chain_and_direct_share_one_table() {
     for row in ["\nteacher ", "\nhalf ", "\nquarter ", "\ndirect "] {
         assert!(table.contains(row), "no {row:?} row:\n{out}");
     }
+    // The better of the two final students is exported for llama.cpp.
+    assert!(out.contains("exporting quarter") || out.contains("exporting direct"), "{out}");
+    assert!(out.contains("progressive.gguf as q8_0"), "{out}");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/examples-test/progressive.kd");
+    assert!(dir.join("runs/progressive.gguf").is_file());
 }
 
 #[test]
@@ -91,4 +98,26 @@ fn merge_example_evaluates_every_model_on_both_languages() {
         assert!(out.contains(row), "no {row} row:\n{out}");
     }
     assert!(out.contains("ties merge of 2 models"), "{out}");
+}
+
+/// The seed-004 comparison, shortened to 12 steps a stage: both students train on the
+/// real teacher (the second from the first's teacher cache), the table has both rows,
+/// and the winner is exported to Q4_K_M with llama-quantize's per-tensor types.
+#[test]
+fn deep_narrow_and_shallow_wide_share_a_table_and_the_winner_exports() {
+    let script = staged("deep_narrow.kd");
+    let src = std::fs::read_to_string(&script).unwrap();
+    assert!(src.contains("steps=120"), "the example's run length moved: update this test");
+    std::fs::write(&script, src.replace("steps=120", "steps=12").replace("warmup(20)", "warmup(2)")).unwrap();
+    let (ok, out) = kdl(&["run", script.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(out.contains("the teacher is not run"), "the second student reads the first's teacher cache: {out}");
+    let table = out.split("stage      params").nth(1).unwrap_or_else(|| panic!("no stage table:\n{out}"));
+    assert!(table.contains("\ndeep ") && table.contains("\nwide "), "{out}");
+    let params: Vec<&str> = out.lines().find(|l| l.starts_with("params: deep")).unwrap_or_else(|| panic!("{out}")).split_whitespace().collect();
+    let (deep, wide): (f64, f64) = (params[2].parse().unwrap(), params[5].parse().unwrap());
+    assert!((deep - wide).abs() / wide < 0.01, "equal sizes: {deep} vs {wide}");
+    assert!(out.contains("→ the winner: deep") || out.contains("→ the winner: wide"), "{out}");
+    assert!(out.contains("deep_narrow.gguf as q4_k_m") && out.contains("as llama-quantize does"), "{out}");
+    assert!(script.parent().unwrap().join("runs/deep_narrow.gguf").is_file());
 }

@@ -163,7 +163,7 @@ fn fallback_notes(fallbacks: &[Fallback]) -> Vec<String> {
             let shown = if names.len() > 3 { format!("{}, ...", names[..3].join(", ")) } else { names.join(", ") };
             let (block, _) = from.block().unwrap_or((1, 0));
             let unit = if block == super::kquant::QK_K { "super-blocks" } else { "blocks" };
-            let how = if to == GgmlType::F16 { String::new() } else { " (as llama-quantize does)".into() };
+            let how = if block == super::kquant::QK_K { " (as llama-quantize does)" } else { " (as llama.cpp's converter does)" };
             let count = if names.len() == 1 { "1 tensor".to_string() } else { format!("{} tensors", names.len()) };
             format!("{count} with {row}-value rows ({shown}): not whole {block}-value {unit} of {}, so {}{how}", from.name(), to.name())
         })
