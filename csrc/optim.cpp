@@ -54,4 +54,18 @@ int kdl_fused_adamw(void* const* params, void* const* grads, void* const* m, voi
   return -1;
 }
 
+// Counts one write to each of n tensors in libtorch's version counters. The fused AdamW
+// kernel writes the parameters without counting (torch.optim's own call does the same),
+// and so does a replayed CUDA graph; kdl keeps decoding copies of a model's weights
+// while those counts stand (Llama::weights_stamp), so every optimizer step counts here.
+void kdl_bump_versions(void* const* ptrs, int n) {
+  for (int i = 0; i < n; i++) {
+    try {
+      static_cast<at::Tensor*>(ptrs[i])->unsafeGetTensorImpl()->bump_version();
+    } catch (...) {
+      // An inference tensor has no counter to bump; nothing keys on it.
+    }
+  }
+}
+
 }  // extern "C"

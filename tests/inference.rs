@@ -178,3 +178,24 @@ fn a_captured_decode_step_gives_the_eager_tokens_on_cuda() {
     let said = s.take_output();
     assert!(!said.contains("running eager") && !said.contains("could not be captured"), "{said}");
 }
+
+/// `weights="int8"` decodes from a per-row int8 copy made once and kept with the model:
+/// the same text twice, and after training (which updates the weights in place) the text
+/// of the trained weights, exactly as a fresh load of them gives, not the stale copy's.
+#[test]
+fn int8_weights_follow_the_model_through_training() {
+    let mut s = tiny();
+    let dir = temp_dir("int8");
+    let gen = |s: &mut Session, model: &str| text(s.eval_str(&format!("generate({model}, \"Call me\", max=12, temp=0, stream=false, weights=\"int8\")")).unwrap());
+    let before = gen(&mut s, "student");
+    assert_eq!(before, gen(&mut s, "student"), "greedy int8 decoding is deterministic");
+    s.eval_str(&format!("data text({})\nloss ce\ntrain(steps=6, batch=2, seq=32, lr=1e-2)", corpus())).unwrap();
+    let after = gen(&mut s, "student");
+    assert_ne!(before, after, "six steps at lr 1e-2 change what the model writes");
+    s.eval_str(&format!("save student to {:?}\nlet back = load({:?})", dir.join("m").display().to_string(), dir.join("m").display().to_string())).unwrap();
+    assert_eq!(after, gen(&mut s, "back"), "the copy was remade from the trained weights");
+    let err = s.eval_str("generate(student, \"Call me\", weights=\"int4\")").unwrap_err();
+    assert!(s.render(&err.diagnostics, false).contains("unknown weights \"int4\": \"model\", \"bf16\" or \"int8\""));
+    let err = s.eval_str("generate(lora(student, rank=2), \"Call me\", weights=\"int8\")").unwrap_err();
+    assert!(s.render(&err.diagnostics, false).contains("merge the adapter first"));
+}

@@ -23,6 +23,7 @@ extern "C" {
         eps: f64,
         err: *mut *mut c_char,
     ) -> c_int;
+    fn kdl_bump_versions(ptrs: *const *mut c_void, n: c_int);
 }
 
 pub struct Optimizer {
@@ -101,9 +102,14 @@ impl Optimizer {
         Ok(())
     }
 
-    /// Counts an update the device made (`apply`, or a replay of a captured one).
+    /// Counts an update the device made (`apply`, or a replay of a captured one), in the
+    /// step count and in each parameter's version counter, which the fused kernel and a
+    /// graph replay leave as they were (copies made for decoding key on it).
     pub fn count_step(&mut self) {
         self.steps += 1;
+        let params = pointers(self.params.iter().map(|(_, p)| p));
+        // Safety: every pointer is a live tensor held by self for the call.
+        unsafe { kdl_bump_versions(params.as_ptr(), params.len() as c_int) };
     }
 
     /// The update itself, with the rate `set_lr` gave: device work only, no value read

@@ -42,6 +42,9 @@ pub struct ModelValue {
     /// diagnostics; `None` when `vocab=` gave it or the checkpoint had it.
     pub vocab_from: Option<String>,
     weights: RefCell<Option<Rc<Llama>>>,
+    /// The last copy made for decoding (`generate(weights="int8")`), with what it was
+    /// made from, reused until the weights change.
+    decode_copy: RefCell<Option<(String, u64, Rc<Llama>)>>,
 }
 
 impl Deref for ModelValue {
@@ -75,6 +78,7 @@ impl ModelValue {
             base: None,
             vocab_from: None,
             weights: RefCell::new(None),
+            decode_copy: RefCell::new(None),
         }
     }
 
@@ -124,6 +128,7 @@ impl ModelValue {
             base: None,
             vocab_from: None,
             weights: RefCell::new(Some(Rc::new(model))),
+            decode_copy: RefCell::new(None),
         }
     }
 
@@ -141,6 +146,7 @@ impl ModelValue {
             base: self.base.clone(),
             vocab_from: self.vocab_from.clone(),
             weights: RefCell::new(None),
+            decode_copy: RefCell::new(None),
         }
     }
 
@@ -159,6 +165,21 @@ impl ModelValue {
         let mut m = self.with_vocab(src.vocab, src.tokenizer.clone());
         m.vocab_from = Some(src.describe());
         m
+    }
+
+    /// A copy of the weights for decoding, made by `make` under `key` (the kind of copy)
+    /// the first time and again only when the weights have changed since.
+    pub fn decode_copy(&self, key: &str, make: impl FnOnce(&Llama) -> Result<Llama, String>) -> Result<Rc<Llama>, String> {
+        let w = self.weights()?;
+        let stamp = w.weights_stamp();
+        if let Some((k, st, copy)) = self.decode_copy.borrow().as_ref() {
+            if k == key && *st == stamp {
+                return Ok(copy.clone());
+            }
+        }
+        let copy = Rc::new(make(&w)?);
+        *self.decode_copy.borrow_mut() = Some((key.to_string(), stamp, copy.clone()));
+        Ok(copy)
     }
 
     pub fn has_weights(&self) -> bool {

@@ -5,6 +5,7 @@
 
 use super::cache::{KvCache, StaticKvCache};
 use super::config::Llama3Scaling;
+use super::int8::{Fused, Int8Weight};
 use super::rope::Rope;
 use crate::engine::lora::{LoraConfig, Target};
 use crate::spec::LlamaSpec;
@@ -51,6 +52,8 @@ struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
     lora: Option<LoraPair>,
+    /// An int8 copy of `weight` for decoding a few rows at a time (`Llama::int8_copy`).
+    int8: Option<Int8Weight>,
 }
 
 impl Linear {
@@ -65,11 +68,22 @@ impl Linear {
             dropout: c.dropout,
             training: src.training.clone(),
         });
-        Linear { weight, bias, lora }
+        Linear { weight, bias, lora, int8: None }
+    }
+
+    fn pack_int8(&mut self) -> Result<(), String> {
+        self.int8 = Some(Int8Weight::pack(&self.weight)?);
+        Ok(())
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let y = x.linear(&self.weight, self.bias.as_ref());
+        let y = match self.int8.as_ref().and_then(|p| p.forward(x)) {
+            Some(y) => match &self.bias {
+                Some(b) => y + b,
+                None => y,
+            },
+            None => x.linear(&self.weight, self.bias.as_ref()),
+        };
         match &self.lora {
             None => y,
             Some(l) => {
@@ -113,6 +127,8 @@ struct Attention {
     k: Linear,
     v: Linear,
     o: Linear,
+    /// q, k and v as one int8 matrix, in a copy made by `Llama::int8_copy`.
+    qkv_int8: Option<Fused>,
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
@@ -126,19 +142,37 @@ impl Attention {
             k: Linear::new(&p / "k_proj", src, Target::K, s.dim, s.kv_heads * hd, s.qkv_bias),
             v: Linear::new(&p / "v_proj", src, Target::V, s.dim, s.kv_heads * hd, s.qkv_bias),
             o: Linear::new(&p / "o_proj", src, Target::O, s.heads * hd, s.dim, s.o_bias),
+            qkv_int8: None,
             heads: s.heads as i64,
             kv_heads: s.kv_heads as i64,
             head_dim: hd as i64,
         }
     }
 
+    fn pack_int8(&mut self) -> Result<(), String> {
+        let (q, k, v) = (&self.q, &self.k, &self.v);
+        self.qkv_int8 = Some(Fused::pack(&[&q.weight, &k.weight, &v.weight], &[q.bias.as_ref(), k.bias.as_ref(), v.bias.as_ref()])?);
+        self.o.pack_int8()
+    }
+
+    /// The q, k and v projections of `x`.
+    fn qkv(&self, x: &Tensor) -> (Tensor, Tensor, Tensor) {
+        if let Some(mut parts) = self.qkv_int8.as_ref().and_then(|f| f.forward(x)) {
+            let v = parts.pop().unwrap();
+            let k = parts.pop().unwrap();
+            return (parts.pop().unwrap(), k, v);
+        }
+        (self.q.forward(x), self.k.forward(x), self.v.forward(x))
+    }
+
     fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), past: Past) -> Tensor {
         // x: [B, T, D]
         let (b, t) = (x.size()[0], x.size()[1]);
         let split = |y: Tensor, h: i64| y.view([b, t, h, self.head_dim]).transpose(1, 2); // [B, h, T, hd]
-        let q = Rope::apply(&split(self.q.forward(x), self.heads), rope);
-        let k = Rope::apply(&split(self.k.forward(x), self.kv_heads), rope);
-        let v = split(self.v.forward(x), self.kv_heads);
+        let (q, k, v) = self.qkv(x);
+        let q = Rope::apply(&split(q, self.heads), rope);
+        let k = Rope::apply(&split(k, self.kv_heads), rope);
+        let v = split(v, self.kv_heads);
         // Grouped-query attention without copying keys and values per query head.
         let gqa = self.heads != self.kv_heads;
         let attend = |k: &Tensor, v: &Tensor, mask: Option<Tensor>, causal: bool| Tensor::scaled_dot_product_attention(&q, k, v, mask, 0.0, causal, None, gqa);
@@ -188,6 +222,8 @@ struct Mlp {
     gate: Linear,
     up: Linear,
     down: Linear,
+    /// gate and up as one int8 matrix, in a copy made by `Llama::int8_copy`.
+    gate_up_int8: Option<Fused>,
 }
 
 impl Mlp {
@@ -196,10 +232,19 @@ impl Mlp {
             gate: Linear::new(&p / "gate_proj", src, Target::Gate, s.dim, s.ffn, false),
             up: Linear::new(&p / "up_proj", src, Target::Up, s.dim, s.ffn, false),
             down: Linear::new(&p / "down_proj", src, Target::Down, s.ffn, s.dim, false),
+            gate_up_int8: None,
         }
     }
 
+    fn pack_int8(&mut self) -> Result<(), String> {
+        self.gate_up_int8 = Some(Fused::pack(&[&self.gate.weight, &self.up.weight], &[None, None])?);
+        self.down.pack_int8()
+    }
+
     fn forward(&self, x: &Tensor) -> Tensor {
+        if let Some(parts) = self.gate_up_int8.as_ref().and_then(|f| f.forward(x)) {
+            return self.down.forward(&(parts[0].silu() * &parts[1]));
+        }
         self.down.forward(&(self.gate.forward(x).silu() * self.up.forward(x)))
     }
 }
@@ -219,6 +264,11 @@ impl Block {
             mlp_norm: RmsNorm::new(&p / "post_attention_layernorm", src, s.dim, s.norm_eps),
             mlp: Mlp::new(&p / "mlp", src, s),
         }
+    }
+
+    fn pack_int8(&mut self) -> Result<(), String> {
+        self.attn.pack_int8()?;
+        self.mlp.pack_int8()
     }
 
     pub(super) fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), past: Past) -> Tensor {
@@ -241,6 +291,8 @@ pub struct Llama {
     norm: RmsNorm,
     /// `None` when tied to the embedding.
     head: Option<Tensor>,
+    /// The head (or tied embedding) as int8, in a copy made by `int8_copy`.
+    head_int8: Option<Int8Weight>,
     pub(super) rope: Rope,
     scaling: Option<Llama3Scaling>,
 }
@@ -264,7 +316,7 @@ impl Llama {
         let head = (!spec.tie).then(|| src.var(&(&root / "lm_head"), "weight", &[vocab, spec.dim as i64], Init::Const(0.0)));
         let rope = Rope::new(spec.head_dim(), spec.max_seq, spec.rope_theta, scaling, device);
         let frozen = base.map(|b| b.iter().map(|(n, t)| (n.clone(), t.detach())).collect()).unwrap_or_default();
-        Ok(Llama { spec: spec.clone(), vs, lora: lora.cloned(), frozen, training: src.training, embed, blocks, norm, head, rope, scaling })
+        Ok(Llama { spec: spec.clone(), vs, lora: lora.cloned(), frozen, training: src.training, embed, blocks, norm, head, head_int8: None, rope, scaling })
     }
 
     /// This model with a fresh LoRA adapter: the base's tensors shared and frozen, A
@@ -291,9 +343,52 @@ impl Llama {
         Ok(model)
     }
 
-    /// The base tensors of a model with an adapter (its own variables otherwise).
-    pub fn base_tensors(&self) -> HashMap<String, Tensor> {
+    /// A copy of this model for decoding on the CPU: the same f32 tensors (shared, not
+    /// copied) plus an int8 copy of every linear weight and the head, which blocks of
+    /// up to `int8::MAX_ROWS` rows go through (`generate(weights="int8")`).
+    pub fn int8_copy(&self) -> Result<Llama, String> {
         if self.lora.is_some() {
+            return Err("a model with a LoRA adapter decodes with its own weights: merge the adapter first (merge(base, adapter)), then use int8 weights".into());
+        }
+        if self.device() != Device::Cpu {
+            return Err("int8 weights are for decoding on the CPU; on CUDA use weights=\"bf16\"".into());
+        }
+        let base = self.vs.variables();
+        let mut copy = Llama::build(&self.spec, self.device(), self.scaling, Some(&base), None)?;
+        for block in &mut copy.blocks {
+            block.pack_int8()?;
+        }
+        copy.head_int8 = Some(Int8Weight::pack(copy.head.as_ref().unwrap_or(&copy.embed))?);
+        Ok(copy)
+    }
+
+    /// Changes whenever a weight does: each variable's storage and libtorch's count of
+    /// the in-place writes to it (optimizer steps, loads, merges). A copy made for
+    /// decoding is reused while this stays the same.
+    pub fn weights_stamp(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for (name, t) in &vars {
+            name.hash(&mut h);
+            (t.data_ptr() as usize).hash(&mut h);
+            t.internal_version().hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// Bytes of the int8 weights of a copy made by `int8_copy` (0 otherwise).
+    pub fn int8_bytes(&self) -> i64 {
+        let linears: i64 = self.blocks.iter().flat_map(|b| [&b.attn.o, &b.mlp.down]).filter_map(|l| l.int8.as_ref()).map(|p| p.bytes()).sum();
+        let fused: i64 = self.blocks.iter().flat_map(|b| [&b.attn.qkv_int8, &b.mlp.gate_up_int8]).filter_map(|f| f.as_ref()).map(|f| f.bytes()).sum();
+        linears + fused + self.head_int8.as_ref().map_or(0, |p| p.bytes())
+    }
+
+    /// The base tensors of a model with an adapter or of an int8 copy (what it shares
+    /// with the model it was made from); a model's own variables otherwise.
+    pub fn base_tensors(&self) -> HashMap<String, Tensor> {
+        if !self.frozen.is_empty() {
             self.frozen.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect()
         } else {
             self.vs.variables()
@@ -429,6 +524,9 @@ impl Llama {
 
     /// Logits of hidden states: `[.., dim] -> [.., vocab]`.
     pub fn head(&self, hidden: &Tensor) -> Tensor {
+        if let Some(y) = self.head_int8.as_ref().and_then(|p| p.forward(hidden)) {
+            return y;
+        }
         hidden.linear(self.head.as_ref().unwrap_or(&self.embed), None::<Tensor>)
     }
 
