@@ -370,7 +370,10 @@ fn k_quant_exports_match_llama_quantize_tensor_by_tensor() {
             script.push_str(&format!("export({stem}, \"{stem}-{ty}.gguf\", quant=\"{ty}\")\n"));
         }
     }
-    script.push_str(&format!("save logits(wide, {ids}) to \"wide.safetensors\"\nlet back = load(\"wide-q4_k_m.gguf\")\nsave logits(back, {ids}) to \"back.safetensors\"\n"));
+    script.push_str(&format!("save logits(wide, {ids}) to \"wide.safetensors\"\n"));
+    for ty in ["q4_k_m", "q6_k"] {
+        script.push_str(&format!("let back_{ty} = load(\"wide-{ty}.gguf\")\nsave logits(back_{ty}, {ids}) to \"back-{ty}.safetensors\"\n"));
+    }
     let (ok, said) = kdl(&dir, &script);
     assert!(ok, "{said}");
     assert!(said.contains("note: 1 tensor with 128-value rows (blk.1.ffn_down.weight): not whole 256-value super-blocks of Q6_K, so Q8_0 (as llama-quantize does)"), "the fallback is noted: {said}");
@@ -378,17 +381,19 @@ fn k_quant_exports_match_llama_quantize_tensor_by_tensor() {
         same_as_llama_quantize(&llama_cpp, &dir, stem, ty, ftype);
     }
 
-    // kdl reads its Q4_K_M file back within the quantization error, and llama.cpp runs
-    // it to the same logits kdl gets from it.
+    // kdl reads its K-quant files back within the quantization error, and llama.cpp
+    // runs them to the same logits kdl gets from them.
     let model = logits(&dir.join("wide.safetensors"));
-    let back = logits(&dir.join("back.safetensors"));
-    let d = max_diff(&back, &model);
-    eprintln!("q4_k_m: kdl's logits from its export differ from the model's by {d:.2e}");
-    assert!(d < 0.2, "4-bit weights (0.14 measured): {d}");
     std::fs::write(dir.join("ids.json"), serde_json::to_string(&IDS).unwrap()).unwrap();
-    let (theirs, _) = llama_cpp_logits(&llama_cpp, &dir.join("wide-q4_k_m.gguf"), &dir.join("ids.json"), 300);
-    let d = max_diff(&theirs, &back);
-    eprintln!("q4_k_m: llama.cpp vs kdl on the same export: {d:.2e}");
-    assert!(d < 2e-2, "{d}");
-    assert_eq!(theirs.argmax(-1, false), back.argmax(-1, false));
+    for (ty, tolerance) in [("q4_k_m", 0.2), ("q6_k", 0.08)] {
+        let back = logits(&dir.join(format!("back-{ty}.safetensors")));
+        let d = max_diff(&back, &model);
+        eprintln!("{ty}: kdl's logits from its export differ from the model's by {d:.2e}");
+        assert!(d < tolerance, "{ty} (measured: 0.14 q4_k_m, 0.053 q6_k): {d}");
+        let (theirs, _) = llama_cpp_logits(&llama_cpp, &dir.join(format!("wide-{ty}.gguf")), &dir.join("ids.json"), 300);
+        let d = max_diff(&theirs, &back);
+        eprintln!("{ty}: llama.cpp vs kdl on the same export: {d:.2e}");
+        assert!(d < 2e-2, "{ty}: {d}");
+        assert_eq!(theirs.argmax(-1, false), back.argmax(-1, false), "{ty}");
+    }
 }
