@@ -157,14 +157,15 @@ fn logits(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
 fn decode_weights(interp: &mut Interp, a: &Args, m: &ModelValue, w: Rc<crate::engine::llama::Llama>) -> Result<Rc<crate::engine::llama::Llama>, Diagnostic> {
     let own = m.weights().ok().is_some_and(|own| Rc::ptr_eq(&own, &w));
     let start = std::time::Instant::now();
-    let make: fn(&crate::engine::llama::Llama) -> Result<crate::engine::llama::Llama, String> = match a.string("weights")?.as_str() {
+    let kind = a.string("weights")?;
+    let make: fn(&crate::engine::llama::Llama) -> Result<crate::engine::llama::Llama, String> = match kind.as_str() {
         "model" => return Ok(w),
         "bf16" if w.vs.kind() == tch::Kind::BFloat16 => return Ok(w),
         "bf16" => |l| l.converted(tch::Kind::BFloat16),
         "int8" => |l| l.int8_copy(),
         other => return Err(a.error("weights", format!("unknown weights {other:?}: \"model\", \"bf16\" or \"int8\""))),
     };
-    let copy = if own { m.decode_copy(&a.string("weights")?, make) } else { make(&w).map(Rc::new) };
+    let copy = if own { m.decode_copy(&kind, make) } else { make(&w).map(Rc::new) };
     let copy = copy.map_err(|e| a.error("weights", e))?;
     // Packing takes a moment (0.8 s for SmolLM2): say so the first time, not on reuse.
     let took = start.elapsed().as_secs_f64();

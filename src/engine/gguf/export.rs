@@ -152,14 +152,13 @@ struct Fallback {
 /// One note per kind of fallback, naming the first tensors: a 30-layer model has a
 /// hundred tensors of the same width, and one line says it.
 fn fallback_notes(fallbacks: &[Fallback]) -> Vec<String> {
-    let mut kinds: Vec<(usize, GgmlType, GgmlType)> = fallbacks.iter().map(|f| (f.row, f.from, f.to)).collect();
-    kinds.dedup();
-    kinds.sort();
-    kinds.dedup();
+    let mut kinds: std::collections::BTreeMap<(usize, GgmlType, GgmlType), Vec<&str>> = Default::default();
+    for f in fallbacks {
+        kinds.entry((f.row, f.from, f.to)).or_default().push(f.name.as_str());
+    }
     kinds
         .into_iter()
-        .map(|(row, from, to)| {
-            let names: Vec<&str> = fallbacks.iter().filter(|f| (f.row, f.from, f.to) == (row, from, to)).map(|f| f.name.as_str()).collect();
+        .map(|((row, from, to), names)| {
             let shown = if names.len() > 3 { format!("{}, ...", names[..3].join(", ")) } else { names.join(", ") };
             let (block, _) = from.block().unwrap_or((1, 0));
             let unit = if block == super::kquant::QK_K { "super-blocks" } else { "blocks" };
