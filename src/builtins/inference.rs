@@ -22,7 +22,7 @@ pub(super) fn model_arg(a: &Args, name: &str) -> Result<Rc<ModelValue>, Diagnost
 }
 
 /// The weights of a model argument, with the engine's reason as the error.
-fn weights(a: &Args, name: &str, m: &ModelValue) -> Result<Rc<crate::engine::llama::Llama>, Diagnostic> {
+pub(super) fn weights(a: &Args, name: &str, m: &ModelValue) -> Result<Rc<crate::engine::llama::Llama>, Diagnostic> {
     m.weights().map_err(|e| a.error(name, e))
 }
 
@@ -276,13 +276,9 @@ fn messages(a: &Args) -> Result<Vec<Message>, Diagnostic> {
     }
 }
 
-fn chat_reply(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
-    let m = model_arg(a, "model")?;
-    let tok = tokenizer_for(interp, a, "model", &m)?;
-    let mut msgs = messages(a)?;
-    if a.given("system") {
-        msgs.insert(0, Message { role: "system".into(), content: a.string("system")? });
-    }
+/// What turns a conversation into a prompt for `m`: `template=` (a named style) if given,
+/// else the model's own chat template, else chatml; the assistant's turn is opened.
+pub(super) fn chat_renderer(a: &Args, m: &ModelValue, tok: &TokenizerValue) -> Result<impl Fn(&[Message]) -> Result<String, String>, Diagnostic> {
     let template = match (a.given("template"), &m.chat_template) {
         (false, Some(t)) => t.clone(),
         (false, None) => chat::named_template("chatml").unwrap_or_default().to_string(),
@@ -294,7 +290,18 @@ fn chat_reply(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
         }
     };
     let token = |id: Option<u32>| id.and_then(|i| tok.tokenizer.id_to_token(i)).unwrap_or_default();
-    let prompt = chat::render(&template, &msgs, true, &token(m.bos), &token(m.eos.first().copied())).map_err(|e| a.error("messages", e))?;
+    let (bos, eos) = (token(m.bos), token(m.eos.first().copied()));
+    Ok(move |msgs: &[Message]| chat::render(&template, msgs, true, &bos, &eos))
+}
+
+fn chat_reply(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
+    let m = model_arg(a, "model")?;
+    let tok = tokenizer_for(interp, a, "model", &m)?;
+    let mut msgs = messages(a)?;
+    if a.given("system") {
+        msgs.insert(0, Message { role: "system".into(), content: a.string("system")? });
+    }
+    let prompt = chat_renderer(a, &m, &tok)?(&msgs).map_err(|e| a.error("messages", e))?;
     // The template already wrote the special tokens; the tokenizer must not add more.
     let ids = encode(a, "messages", &tok, &prompt, false)?;
     let text = run_generation(interp, a, &m, &ids, Some(&tok))?;

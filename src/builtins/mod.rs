@@ -12,11 +12,13 @@ mod export;
 mod inference;
 mod losses;
 mod merging;
+mod metrics;
 mod mining;
 mod models;
 mod optim;
 mod replay;
 mod schedules;
+mod synthesis;
 mod training;
 
 pub use actions::{missing_length, missing_slot, missing_teacher, teacher_terms};
@@ -41,11 +43,12 @@ pub enum Family {
     Explore,
     Actions,
     Replay,
+    Metrics,
 }
 
 impl Family {
     /// Every family, in the order the reference (lang/builtins.md) and `:help` list them.
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 11] = [
         Family::Core,
         Family::Models,
         Family::Losses,
@@ -56,6 +59,7 @@ impl Family {
         Family::Explore,
         Family::Actions,
         Family::Replay,
+        Family::Metrics,
     ];
 
     pub fn name(self) -> &'static str {
@@ -70,6 +74,7 @@ impl Family {
             Family::Explore => "explore",
             Family::Actions => "actions",
             Family::Replay => "replay",
+            Family::Metrics => "metrics",
         }
     }
 }
@@ -228,7 +233,7 @@ impl Builtin {
 /// prints its plan first. Loading models, data and tokenizers still runs, so a dry run
 /// finds missing files, shape and vocabulary mismatches before any compute is spent.
 /// (`topk` stops one too, in its table form only: `topk(64)` is a teacher cache.)
-pub const DRY_RUN_STOPS_AT: &[&str] = &["train", "eval", "mine", "precompute", "merge", "average", "generate", "chat", "logits", "probe", "compare"];
+pub const DRY_RUN_STOPS_AT: &[&str] = &["train", "eval", "mine", "precompute", "merge", "average", "generate", "chat", "logits", "probe", "compare", "synthesize", "evaluate"];
 
 /// Every builtin, in family order.
 pub fn all() -> &'static [Builtin] {
@@ -249,6 +254,8 @@ pub fn all() -> &'static [Builtin] {
         t.extend(replay::table());
         t.extend(merging::table());
         t.extend(mining::table());
+        t.extend(metrics::table());
+        t.extend(synthesis::table());
         t
     })
 }

@@ -12,7 +12,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (":quit", "leave (Ctrl-D works too)"),
 ];
 
-const FAMILIES: [Family; 10] = Family::ALL;
+const FAMILIES: [Family; Family::ALL.len()] = Family::ALL;
 
 const SYNTAX: &str = "\
 statements   let x = e · x = e · def f(a, b=1) = e · use losses · use \"file.kd\"

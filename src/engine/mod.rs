@@ -17,10 +17,12 @@ pub mod llama;
 pub mod lora;
 pub mod loss;
 pub mod merge;
+pub mod metrics;
 pub mod mine;
 pub mod load;
 pub mod optim;
 pub mod rng;
+pub mod synth;
 mod shim;
 pub mod train;
 

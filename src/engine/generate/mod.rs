@@ -1,11 +1,13 @@
 //! Token generation with a KV cache: one prefill of the prompt, then one token per
 //! forward (`decoder.rs`: a growing cache eagerly, or a fixed one whose step is captured
 //! as a CUDA graph). Each token goes to a callback as soon as it is chosen, which is how
-//! the CLI and REPL stream text.
+//! the CLI and REPL stream text. `batch.rs` decodes many prompts at once.
 
+mod batch;
 mod decoder;
 mod sample;
 
+pub use batch::{generate_batch, Answer, Request};
 pub use decoder::Decoder;
 pub use sample::Sampling;
 use crate::engine::rng::SplitMix64 as Rng;

@@ -30,6 +30,15 @@ impl KvCache {
         self.layers[layer] = Some((k.shallow_clone(), v.shallow_clone()));
         (k, v)
     }
+
+    /// Keeps only the batch rows `rows` (device int64), in that order: a batch drops
+    /// the sequences that finished.
+    pub fn keep_rows(&mut self, rows: &Tensor) {
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.index_select(0, rows);
+            *v = v.index_select(0, rows);
+        }
+    }
 }
 
 /// A cache of fixed length for one sequence: `[1, kv_heads, len, hd]` per layer, zeros

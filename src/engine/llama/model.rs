@@ -194,6 +194,10 @@ impl Attention {
                 let (k, v) = cache.write(layer, positions, &k, &v);
                 attend(&k, &v, Some(mask.shallow_clone()), false)
             }
+            Past::Rows { cache, layer, mask } => {
+                let (k, v) = cache.append(layer, k, v);
+                attend(&k, &v, Some(mask.shallow_clone()), false)
+            }
         };
         self.o.forward(&y.transpose(1, 2).reshape([b, t, self.heads * self.head_dim]))
     }
@@ -207,6 +211,9 @@ pub(super) enum Past<'a> {
     Growing(&'a mut KvCache, usize),
     /// A fixed-length cache written at `positions: [T]`, read under `mask: [T, len]`.
     Static { cache: &'a mut StaticKvCache, layer: usize, positions: &'a Tensor, mask: &'a Tensor },
+    /// A growing cache of a batch of sequences, each at its own positions, read under
+    /// `mask: [B, 1, T, cached + T]` (which keys each row's queries see).
+    Rows { cache: &'a mut KvCache, layer: usize, mask: &'a Tensor },
 }
 
 impl Past<'_> {
@@ -490,6 +497,19 @@ impl Llama {
         for (layer, block) in self.blocks.iter().enumerate() {
             x = block.forward(&x, &rope, Past::Static { cache: &mut *cache, layer, positions, mask: &mask });
         }
+        self.norm.forward(&x)
+    }
+
+    /// The final hidden states `[B, T, dim]` of a batch of sequences `tokens: [B, T]`,
+    /// row b at `positions[b]`, extending `cache`; `mask: [B, 1, T, cached + T]` says
+    /// which keys each query sees (so left padding is never attended to).
+    pub fn hidden_rows(&self, tokens: &Tensor, positions: &Tensor, cache: &mut KvCache, mask: &Tensor) -> Tensor {
+        let mut x = Tensor::embedding(&self.embed, tokens, -1, false, false);
+        let rope = self.rope.tables_rows(positions, x.kind());
+        for (layer, block) in self.blocks.iter().enumerate() {
+            x = block.forward(&x, &rope, Past::Rows { cache: &mut *cache, layer, mask });
+        }
+        cache.offset += tokens.size()[1];
         self.norm.forward(&x)
     }
 

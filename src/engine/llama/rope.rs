@@ -61,6 +61,15 @@ impl Rope {
         (self.cos.index_select(0, positions).to_kind(kind), self.signed_sin.index_select(0, positions).to_kind(kind))
     }
 
+    /// The cos/sin rows of `positions: [B, T]` (device int64) as `[B, 1, T, hd]`: each
+    /// sequence of a batch at its own positions.
+    pub fn tables_rows(&self, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
+        let (b, t) = (positions.size()[0], positions.size()[1]);
+        let flat = positions.reshape([b * t]);
+        let rows = |table: &Tensor| table.index_select(0, &flat).view([b, 1, t, -1]).to_kind(kind);
+        (rows(&self.cos), rows(&self.signed_sin))
+    }
+
     /// Rotates `x: [B, H, T, hd]` by the tables of its positions.
     pub fn apply(x: &Tensor, (cos, signed_sin): &(Tensor, Tensor)) -> Tensor {
         // rotate_half(x) * sin = [-x2, x1] * sin = roll(x, hd/2) * [-sin, sin].

@@ -46,10 +46,17 @@ impl Metrics {
 pub struct Progress {
     bar: Option<ProgressBar>,
     total: u64,
+    /// What is counted, for the log lines: "step", or "answer".
+    unit: &'static str,
 }
 
 impl Progress {
     pub fn new(total: u64, start: u64, show: bool) -> Progress {
+        Progress::counting(total, start, show, "step")
+    }
+
+    /// A bar over `total` of `unit` (log lines read "answer 40/400  ...").
+    pub fn counting(total: u64, start: u64, show: bool, unit: &'static str) -> Progress {
         let bar = (show && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             bar.set_style(
@@ -59,7 +66,7 @@ impl Progress {
             bar.set_position(start);
             bar
         });
-        Progress { bar, total }
+        Progress { bar, total, unit }
     }
 
     /// Shows step `step` (1-based) with its message; returns a line to log when there is
@@ -73,8 +80,15 @@ impl Progress {
             }
             None => {
                 let every = (self.total / 10).max(1);
-                (step % every == 0 || step == self.total).then(|| format!("step {step}/{}  {message}", self.total))
+                (step % every == 0 || step == self.total).then(|| format!("{} {step}/{}  {message}", self.unit, self.total))
             }
+        }
+    }
+
+    /// Changes the bar's message between steps (nothing without a bar).
+    pub fn message(&self, message: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(message.to_string());
         }
     }
 
