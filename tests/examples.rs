@@ -121,3 +121,30 @@ fn deep_narrow_and_shallow_wide_share_a_table_and_the_winner_exports() {
     assert!(out.contains("deep_narrow.gguf as q4_k_m") && out.contains("as llama-quantize does"), "{out}");
     assert!(script.parent().unwrap().join("runs/deep_narrow.gguf").is_file());
 }
+
+/// The seed-001 pipeline, shortened to 3 training steps and 12-token answers: the
+/// teacher's answers are written as chat data without the persona's system prompt, the
+/// adapter trains on their assistant tokens, and one table scores the student before and
+/// after; the Bengali table's rouge-score column is 0 by construction, kdl's is not.
+#[test]
+fn chat_distillation_scores_the_student_before_and_after_in_one_table() {
+    let script = staged("chat_distill.kd");
+    let src = std::fs::read_to_string(&script).unwrap();
+    assert!(src.contains("epochs=4") && src.contains("max_new=40"), "the example's run length moved: update this test");
+    std::fs::write(&script, src.replace("epochs=4", "steps=3").replace("max_new=40", "max_new=12")).unwrap();
+    let (ok, out) = kdl(&["run", script.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(out.contains("synthesize: 48 new answers") && out.contains("synthesize: 16 new answers"), "{out}");
+    let runs = script.parent().unwrap().join("runs/chat");
+    let answers = std::fs::read_to_string(runs.join("answers.jsonl")).unwrap();
+    assert_eq!(answers.lines().count(), 48);
+    assert!(!answers.contains("Kedi, the ship's cat of the whaling ship Pequod. You love"), "the persona stays out of the data");
+    assert!(out.contains("in assistant turns"), "{out}");
+    let table = out.split("evaluate: 16 prompts, greedy, max_new=12").nth(1).unwrap_or_else(|| panic!("no table:\n{out}"));
+    assert!(table.contains("\nstudent  ") && table.contains("\nstudent + LoRA  "), "{out}");
+    let bengali = out.split("evaluate: 12 prompts").nth(1).unwrap_or_else(|| panic!("no Bengali table:\n{out}"));
+    let row: Vec<&str> = bengali.lines().nth(2).unwrap().split_whitespace().collect();
+    assert_eq!(row.last(), Some(&"0.0000"), "rouge-score's tokenizer deletes Bengali: {bengali}");
+    assert!(out.contains("paraphrase: bleu 40.05 · intl 48.88 · chrf 64.69 · rouge_l 0.75 · rouge-score's 0"), "{out}");
+    assert_eq!(std::fs::read_to_string(runs.join("scored.jsonl")).unwrap().lines().count(), 32);
+}

@@ -113,7 +113,7 @@ fn evaluate_scores_every_model_with_every_metric_in_one_table() {
     run(&mut s, &format!("let test = {}", synthesize(&dir, "test.jsonl", ", T=0.8, top_p=0.9")));
     s.take_output();
     run(&mut s, "student llama(layers=1, dim=32, heads=2, max_seq=256, seed=1)\ndef words(h, r) = len(h)");
-    let v = run(&mut s, "evaluate([teacher, student], data=test, metrics=[bleu, chrf, rouge_l, words], max_new=12, temp=0.8, top_p=0.9, seed=3, names=[\"teacher\", \"student\"], progress=false)");
+    let v = run(&mut s, &format!("evaluate([teacher, student], data=test, metrics=[bleu, chrf, rouge_l, words], max_new=12, temp=0.8, top_p=0.9, seed=3, names=[\"teacher\", \"student\"], progress=false, out={:?})", dir.join("scored.jsonl").display().to_string()));
     let said = s.take_output();
     assert!(said.contains("evaluate: 7 prompts, T=0.8, max_new=12"), "{said}");
     let header = said.lines().find(|l| l.starts_with("model")).unwrap();
@@ -130,6 +130,10 @@ fn evaluate_scores_every_model_with_every_metric_in_one_table() {
     assert!((t[0] - 100.0).abs() < 1e-9 && (t[1] - 100.0).abs() < 1e-9 && (t[2] - 1.0).abs() < 1e-12, "{t:?}");
     assert!(st[0] < 100.0 && st[2] < 1.0, "{st:?}");
     assert_eq!((t[3], st[3]), (7.0, 7.0));
+    let scored = lines(&dir.join("scored.jsonl"));
+    assert_eq!(scored.len(), 14);
+    assert_eq!((scored[0]["model"].as_str(), scored[7]["model"].as_str(), scored[0]["prompt"].as_str()), (Some("teacher"), Some("student"), Some(PROMPTS[0])));
+    assert_eq!(scored[0]["answer"], scored[0]["reference"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

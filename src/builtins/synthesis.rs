@@ -179,8 +179,14 @@ fn run_evaluate(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
     let refs_value = Value::List(Rc::new(refs.iter().map(|r| Value::str(r)).collect()));
     let d = decoding(a, a.num("temp")?)?;
     let mut rows = Vec::new();
-    for m in &models {
+    let mut written = String::new();
+    for (m, name) in models.iter().zip(&names) {
         let hyps = answers_of(interp, a, m, &prompts, &d)?;
+        for ((p, h), r) in prompts.iter().zip(&hyps).zip(&refs) {
+            let prompt = p.last().map(|m| m.content.as_str()).unwrap_or_default();
+            written.push_str(&serde_json::json!({"model": name, "prompt": prompt, "answer": h, "reference": r}).to_string());
+            written.push('\n');
+        }
         let hyps_value = Value::List(Rc::new(hyps.iter().map(|h| Value::str(h)).collect()));
         let mut scores = Vec::new();
         for (name, f) in &metrics {
@@ -191,6 +197,13 @@ fn run_evaluate(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
             }
         }
         rows.push(scores);
+    }
+    if let Some(out) = a.opt_str("out")? {
+        let path = interp.resolve_path(&out);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| a.error("out", format!("cannot create {}: {e}", dir.display())))?;
+        }
+        crate::atomic::write_file(&path, written.as_bytes()).map_err(|e| a.error("out", format!("cannot write {}: {e}", path.display())))?;
     }
     interp.say(&score_table(&names, &metrics, &rows, prompts.len(), &d));
     let as_list = |s: &[f64]| Value::List(Rc::new(s.iter().map(|&x| Value::Num(x)).collect()));
@@ -258,6 +271,7 @@ pub fn table() -> Vec<Builtin> {
                 param("data", Kinds::DATA | s, Required, "held-out conversations ending in the reference answer: conversations(\"test.jsonl\")"),
                 param("metrics", Kinds::LIST | Kinds::FUNCTION, Required, "functions of (hyps, refs): bleu, chrf, rouge_l, or your own def"),
                 param("names", Kinds::LIST, Optional, "the table's row names, one per model"),
+                param("out", s, Optional, "a .jsonl file to write every answer to, as {\"model\", \"prompt\", \"answer\", \"reference\"} lines"),
                 param("temp", n, Num(0.0), "sampling temperature; 0 (greedy) makes scores reproducible").range(Range::NonNegative),
                 param("top_p", n, Optional, "sample within the smallest set holding this probability").range(Range::OpenUnit),
             ]
