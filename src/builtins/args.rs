@@ -116,6 +116,16 @@ impl Args {
         }
     }
 
+    /// An argument that takes one value or a list of them: the list's items, the one
+    /// value alone, or nothing.
+    pub fn items(&self, name: &str) -> Vec<Value> {
+        match self.get(name) {
+            Some(Value::List(l)) => l.to_vec(),
+            Some(v) => vec![v],
+            None => vec![],
+        }
+    }
+
     pub fn given(&self, name: &str) -> bool {
         self.values[self.index(name)].is_some()
     }

@@ -10,12 +10,7 @@ use crate::kind::{with_article, Kinds};
 
 /// `hyps=`: a list of strings (or one string, one segment).
 fn hypotheses(a: &Args) -> Result<Vec<String>, Diagnostic> {
-    let items = match a.get("hyps") {
-        Some(Value::List(l)) => l.to_vec(),
-        Some(v) => vec![v],
-        None => vec![],
-    };
-    items
+    a.items("hyps")
         .iter()
         .enumerate()
         .map(|(i, v)| match v {
@@ -27,16 +22,11 @@ fn hypotheses(a: &Args) -> Result<Vec<String>, Diagnostic> {
 
 /// `refs=`: per hypothesis a string or a list of strings (several references).
 fn references(a: &Args) -> Result<Vec<Vec<String>>, Diagnostic> {
-    let items = match a.get("refs") {
-        Some(Value::List(l)) => l.to_vec(),
-        Some(v) => vec![v],
-        None => vec![],
-    };
     let bad = |i: usize, v: &Value| {
         a.error("refs", format!("reference {i} is {}, not a string or a list of strings", with_article(v.kind())))
             .help("give one reference per hypothesis: refs=[\"...\", ...], or several: refs=[[\"...\", \"...\"], ...]")
     };
-    items
+    a.items("refs")
         .iter()
         .enumerate()
         .map(|(i, v)| match v {

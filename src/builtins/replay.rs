@@ -13,11 +13,8 @@ use std::rc::Rc;
 
 /// `targets=`: a list of names or one name/group, as strings.
 fn targets(a: &Args) -> Result<Vec<Target>, Diagnostic> {
-    let items: Vec<Value> = match a.get("targets") {
-        Some(Value::List(l)) => l.to_vec(),
-        Some(v) => vec![v],
-        None => vec![Value::str("all")],
-    };
+    // The table's default is "all".
+    let items = a.items("targets");
     let mut out = Vec::new();
     for item in items {
         let Value::Str(s) = &item else {

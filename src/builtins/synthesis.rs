@@ -83,12 +83,8 @@ fn run_synthesize(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
 
 /// `models=`: one model or a list of them.
 fn model_list(a: &Args) -> Result<Vec<Rc<ModelValue>>, Diagnostic> {
-    let items = match a.get("model") {
-        Some(Value::List(l)) => l.to_vec(),
-        Some(v) => vec![v],
-        None => vec![],
-    };
-    let models: Vec<Rc<ModelValue>> = items
+    let models: Vec<Rc<ModelValue>> = a
+        .items("model")
         .iter()
         .map(|v| match v {
             Value::Model(m) => Ok(m.clone()),
@@ -103,12 +99,7 @@ fn model_list(a: &Args) -> Result<Vec<Rc<ModelValue>>, Diagnostic> {
 
 /// The metrics' names (for the table) and values (to call).
 fn metric_list(a: &Args) -> Result<Vec<(String, Value)>, Diagnostic> {
-    let items = match a.get("metrics") {
-        Some(Value::List(l)) => l.to_vec(),
-        Some(v) => vec![v],
-        None => vec![],
-    };
-    items
+    a.items("metrics")
         .into_iter()
         .map(|v| match &v {
             Value::Builtin(b) => Ok((b.name.to_string(), v.clone())),

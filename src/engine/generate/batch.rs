@@ -176,13 +176,9 @@ pub fn generate_batch(
 mod tests {
     use super::super::{generate, Decoder};
     use super::*;
-    use crate::spec::LlamaSpec;
 
     fn tiny() -> Llama {
-        let spec = LlamaSpec { layers: 2, dim: 32, heads: 4, kv_heads: 2, ffn: 64, vocab: Some(50), tie: true, rope_theta: 10000.0, norm_eps: 1e-5, max_seq: 64, qkv_bias: false, o_bias: false };
-        let model = Llama::new(&spec, Device::Cpu, None).unwrap();
-        model.init(3);
-        model
+        Llama::tiny(2, 50, 64, 3)
     }
 
     fn one_at_a_time(model: &Llama, r: &Request, max: usize, s: &Sampling, eos: &[u32]) -> Answer {

@@ -554,3 +554,15 @@ impl Llama {
         self.rope.max_seq()
     }
 }
+
+#[cfg(test)]
+impl Llama {
+    /// A tiny initialised model on the CPU for unit tests: width 32, 4 query heads over 2
+    /// key/value heads, a tied head.
+    pub(crate) fn tiny(layers: usize, vocab: usize, max_seq: usize, seed: u64) -> Llama {
+        let spec = LlamaSpec { layers, dim: 32, heads: 4, kv_heads: 2, ffn: 64, vocab: Some(vocab), tie: true, rope_theta: 10000.0, norm_eps: 1e-5, max_seq, qkv_bias: false, o_bias: false };
+        let model = Llama::new(&spec, Device::Cpu, None).expect("a tiny model");
+        model.init(seed);
+        model
+    }
+}

@@ -76,13 +76,9 @@ impl Llama {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::LlamaSpec;
 
     fn model() -> Llama {
-        let spec = LlamaSpec { layers: 3, dim: 32, heads: 4, kv_heads: 2, ffn: 64, vocab: Some(40), tie: true, rope_theta: 10000.0, norm_eps: 1e-5, max_seq: 32, qkv_bias: false, o_bias: false };
-        let m = Llama::new(&spec, Device::Cpu, None).unwrap();
-        m.init(5);
-        m
+        Llama::tiny(3, 40, 32, 5)
     }
 
     /// A loss of the logits and, when given, a pull on every block's output (as a
