@@ -25,7 +25,7 @@ impl Rng {
 
 const TOKENS: &[&str] = &[
     "let", "def", "use", "save", "to", "print", "stage", "true", "false", "teacher", "student", "tokenizer", "data",
-    "loss", "optim", "schedule", "previous", "T", "x", "ce", "kl", "rkl", "js", "tvd", "skl", "mse", "cosine",
+    "loss", "optim", "schedule", "previous", "T", "x", "ce", "kl", "rkl", "js", "tvd", "skl", "srkl", "mse", "cosine",
     "every", "llama", "adamw", "sgd", "warmup", "linear", "step", "constant", "at", "train", "eval", "text",
     "jsonl", "split", "losses", "arch", "hinton", "(", ")", "[", "]", "{", "}", ",", ";", "\n", "=", "+", "-",
     "*", "/", "^", ">>", "==", "<", ">=", ".", "0", "1", "2", "-1", "1e30", "1e-30", "20%", "1_000", "0.5",

@@ -120,7 +120,7 @@ fn each_logit_term_matches_torch_with_mask() {
     let f = Fixture::load();
     let mut cases = vec![("ce".to_string(), term(TermKind::Ce, 1.0, None))];
     for t in [1.0, 2.0] {
-        for (kind, mix) in [(TermKind::Kl, None), (TermKind::Rkl, None), (TermKind::Js, Some(0.3)), (TermKind::Tvd, None), (TermKind::Skl, Some(0.1))] {
+        for (kind, mix) in [(TermKind::Kl, None), (TermKind::Rkl, None), (TermKind::Js, Some(0.3)), (TermKind::Tvd, None), (TermKind::Skl, Some(0.1)), (TermKind::Srkl, Some(0.1))] {
             cases.push((format!("{}_T{t}", kind.name()), term(kind, t, mix)));
         }
     }
@@ -405,7 +405,7 @@ fn a_cached_teacher_gives_the_dense_divergences_when_it_keeps_every_id() {
     let every = SparseTeacher::from_logits(&teacher, &targets, VOCAB);
     let mut worst: f64 = 0.0;
     for t in [1.0, 2.0] {
-        for (kind, mix) in [(TermKind::Kl, None), (TermKind::Rkl, None), (TermKind::Js, Some(0.3)), (TermKind::Tvd, None), (TermKind::Skl, Some(0.1))] {
+        for (kind, mix) in [(TermKind::Kl, None), (TermKind::Rkl, None), (TermKind::Js, Some(0.3)), (TermKind::Tvd, None), (TermKind::Skl, Some(0.1)), (TermKind::Srkl, Some(0.1))] {
             let expr = LossExpr::single(term(kind, t, mix));
             let (dense, cached) = (run(&f, &expr, &student).total.double_value(&[]), with(&every, &expr));
             let rel = (cached - dense).abs() / dense.abs().max(1e-6);

@@ -121,6 +121,17 @@ pub fn table() -> Vec<Builtin> {
             slots: &[],
         },
         Builtin {
+            name: "srkl",
+            family: Family::Losses,
+            params: vec![t(), param("a", Kinds::NUMBER, Num(0.1), "skew: KL(q ‖ (1−a)·p + a·q)").range(Range::OpenUnit)],
+            returns: Kinds::LOSS,
+            doc: "skew reverse KL divergence (DistiLLM): KL(student ‖ (1−a)·teacher + a·student)",
+            example: "srkl(T=1, a=0.1)",
+            run: |_, a| Ok(term(TermKind::Srkl, temperature(a)?, Some(a.num("a")?), None)),
+            pure: true,
+            slots: &[],
+        },
+        Builtin {
             name: "mse",
             family: Family::Losses,
             params: vec![layers()],

@@ -8,7 +8,7 @@ use crate::diag::Diagnostic;
 use crate::syntax::{BinOp, Expr, SExpr};
 
 pub const TEMPERATURE: &str = "T";
-pub const KL_FAMILY: [&str; 5] = ["kl", "rkl", "js", "tvd", "skl"];
+pub const KL_FAMILY: [&str; 6] = ["kl", "rkl", "js", "tvd", "skl", "srkl"];
 
 /// Structural equality that ignores where the text was written.
 pub fn same_expr(a: &SExpr, b: &SExpr) -> bool {

@@ -11,6 +11,7 @@ pub enum TermKind {
     Js,
     Tvd,
     Skl,
+    Srkl,
     Mse,
     Cosine,
 }
@@ -24,6 +25,7 @@ impl TermKind {
             TermKind::Js => "js",
             TermKind::Tvd => "tvd",
             TermKind::Skl => "skl",
+            TermKind::Srkl => "srkl",
             TermKind::Mse => "mse",
             TermKind::Cosine => "cosine",
         }
@@ -36,7 +38,7 @@ impl TermKind {
 
     /// Divergences between tempered distributions: their gradients shrink by 1/T².
     pub fn is_kl_family(self) -> bool {
-        matches!(self, TermKind::Kl | TermKind::Rkl | TermKind::Js | TermKind::Tvd | TermKind::Skl)
+        matches!(self, TermKind::Kl | TermKind::Rkl | TermKind::Js | TermKind::Tvd | TermKind::Skl | TermKind::Srkl)
     }
 }
 

@@ -365,7 +365,7 @@ fn check_divergence(term: &Term, student: &LlamaSpec, teacher: &LlamaSpec) -> Re
     }
     let mix = match term.kind {
         TermKind::Js => term.mix.unwrap_or(DEFAULT_JS_BETA),
-        TermKind::Skl => term.mix.unwrap_or(DEFAULT_SKL_A),
+        TermKind::Skl | TermKind::Srkl => term.mix.unwrap_or(DEFAULT_SKL_A),
         _ => return Ok(0.0),
     };
     if !(mix > 0.0 && mix < 1.0) {

@@ -17,8 +17,8 @@ impl Needs {
     pub fn of(kind: TermKind) -> Needs {
         use TermKind::*;
         Needs {
-            student_probs: matches!(kind, Rkl | Js | Tvd | Skl),
-            teacher_log_probs: matches!(kind, Kl | Rkl | Js | Skl),
+            student_probs: matches!(kind, Rkl | Js | Tvd | Skl | Srkl),
+            teacher_log_probs: matches!(kind, Kl | Rkl | Js | Skl | Srkl),
             teacher_probs: matches!(kind, Kl | Js | Tvd | Skl),
         }
     }
@@ -141,7 +141,7 @@ pub(super) fn cross_entropy(at_one: &Tempered, targets: &Tensor) -> Tensor {
     -at_one.student_vocab_log_probs.gather(1, &targets.unsqueeze(1), false).squeeze_dim(1)
 }
 
-/// Per-row value `[N]` of a KL-family term; `mix` is js's β or skl's a.
+/// Per-row value `[N]` of a KL-family term; `mix` is js's β or skl's and srkl's a.
 pub(super) fn divergence(kind: TermKind, x: &Tempered, mix: f64) -> Tensor {
     match kind {
         // KL(p ‖ q)
@@ -157,6 +157,8 @@ pub(super) fn divergence(kind: TermKind, x: &Tempered, mix: f64) -> Tensor {
         TermKind::Tvd => row_sum(&(x.p() - x.q()).abs()) * 0.5,
         // KL(p ‖ a·p + (1−a)·q)
         TermKind::Skl => kl_rows(x.p(), x.log_p(), &log_mixture(x, mix)),
+        // KL(q ‖ (1−a)·p + a·q)
+        TermKind::Srkl => kl_rows(x.q(), &x.student_log_probs, &log_mixture(x, 1.0 - mix)),
         TermKind::Ce | TermKind::Mse | TermKind::Cosine => unreachable!("{} is not a divergence of distributions", kind.name()),
     }
 }
