@@ -79,7 +79,7 @@ fn hidden(kind: TermKind, layers: LayerMap) -> Term {
 }
 
 fn sum(terms: Vec<(f64, Term)>) -> LossExpr {
-    LossExpr { terms: terms.into_iter().map(|(w, t)| (Schedule::Const(w), t)).collect() }
+    LossExpr { terms: terms.into_iter().map(|(w, t)| (Schedule::Const(w), t)).collect(), on_policy: None }
 }
 
 /// A plan over the fixture's models: vocabulary 11, a 2-layer width-6 student, a 4-layer

@@ -23,6 +23,38 @@ fn term(kind: TermKind, t: Schedule, mix: Option<f64>, layers: Option<LayerMap>)
     Value::Loss(Rc::new(LossExpr::single(Term { kind, of: None, t, mix, layers })))
 }
 
+fn gkd(_: &mut crate::eval::Interp, a: &Args) -> Result<Value, Diagnostic> {
+    let unit = |name: &str| -> Result<f64, Diagnostic> {
+        let x = a.num(name)?;
+        if !(0.0..=1.0).contains(&x) {
+            return Err(a.error(name, format!("`{name}` must be between 0 and 1, got {}", crate::spec::fmt_num(x))));
+        }
+        Ok(x)
+    };
+    let (lambda, beta) = (unit("lambda")?, unit("beta")?);
+    let mut expr = match a.get("loss") {
+        Some(Value::Loss(l)) => {
+            if l.on_policy.is_some() || l.terms.iter().any(|(_, t)| !t.kind.is_kl_family()) {
+                return Err(a.error("loss", "the divergence on the samples is a KL-family term: kl, rkl, js, tvd, skl or srkl").help("e.g. gkd(loss=srkl(a=0.1))"));
+            }
+            (*l).clone()
+        }
+        _ => {
+            // TRL's generalised JSD; its ends are the plain divergences.
+            let (kind, mix) = if beta == 0.0 {
+                (TermKind::Kl, None)
+            } else if beta == 1.0 {
+                (TermKind::Rkl, None)
+            } else {
+                (TermKind::Js, Some(beta))
+            };
+            LossExpr::single(Term { kind, of: None, t: Schedule::Const(1.0), mix, layers: None })
+        }
+    };
+    expr.on_policy = Some(crate::spec::OnPolicy { lambda, temperature: a.num("T")?, max_new: a.count("max_new")?, replay: a.count("replay")? });
+    Ok(Value::Loss(Rc::new(expr)))
+}
+
 fn layer_map(a: &Args) -> Result<LayerMap, Diagnostic> {
     match a.get("layers") {
         None => Ok(LayerMap::Every(1)),
@@ -128,6 +160,24 @@ pub fn table() -> Vec<Builtin> {
             doc: "skew reverse KL divergence (DistiLLM): KL(student ‖ (1−a)·teacher + a·student)",
             example: "srkl(T=1, a=0.1)",
             run: |_, a| Ok(term(TermKind::Srkl, temperature(a)?, Some(a.num("a")?), None)),
+            pure: true,
+            slots: &[],
+        },
+        Builtin {
+            name: "gkd",
+            family: Family::Losses,
+            params: vec![
+                param("lambda", Kinds::NUMBER, Num(0.5), "the fraction of steps trained on the student's own samples (0: never, plain KD)").range(Range::UnitWarn),
+                param("beta", Kinds::NUMBER, Num(0.5), "the generalised JSD's weight: 0 is kl (forward), 1 is rkl (reverse)").range(Range::UnitWarn),
+                param("T", Kinds::NUMBER, Num(0.9), "the student's sampling temperature (the loss is at T = 1)").range(Range::Positive),
+                param("max_new", Kinds::NUMBER, Num(128.0), "most tokens the student samples per prompt").range(Range::PositiveInt),
+                param("replay", Kinds::NUMBER, Num(0.0), "keep the last N sampled rows and reuse them on half the on-policy steps").range(Range::NonNegativeInt),
+                param("loss", Kinds::LOSS, Optional, "the divergence on the samples instead of the JSD, e.g. skl(a=0.1) or srkl(a=0.1)"),
+            ],
+            returns: Kinds::LOSS,
+            doc: "on-policy distillation (GKD, TRL's GKDTrainer): with probability lambda a step's prompts are continued by the student at T and the teacher scores those tokens with the generalised JSD of weight beta",
+            example: "gkd(lambda=0.5, beta=0.5, T=0.9, max_new=64)",
+            run: gkd,
             pure: true,
             slots: &[],
         },

@@ -64,8 +64,8 @@ fn mine_action(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
         Some(Value::Loss(l)) => (*l).clone(),
         Some(other) => return Err(a.error("difficulty", format!("a difficulty is a loss expression such as ce(student) - ce(teacher), got {}", with_article(other.kind())))),
         // Where the student trails the teacher most; without a teacher, where it is worst.
-        None if teacher.is_some() => LossExpr { terms: vec![ce_of(Of::Student, 1.0), ce_of(Of::Teacher, -1.0)] },
-        None => LossExpr { terms: vec![ce_of(Of::Student, 1.0)] },
+        None if teacher.is_some() => LossExpr { terms: vec![ce_of(Of::Student, 1.0), ce_of(Of::Teacher, -1.0)], on_policy: None },
+        None => LossExpr { terms: vec![ce_of(Of::Student, 1.0)], on_policy: None },
     };
     if difficulty.needs_teacher() && teacher.is_none() {
         return Err(super::actions::missing_teacher(Some(difficulty.describe()), a.call_span));

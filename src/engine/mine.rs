@@ -28,7 +28,7 @@ fn split_by_model(expr: &LossExpr) -> (Option<LossExpr>, Option<LossExpr>) {
             _ => student.push((w.clone(), unbound)),
         }
     }
-    let some = |terms: Vec<_>| (!terms.is_empty()).then_some(LossExpr { terms });
+    let some = |terms: Vec<_>| (!terms.is_empty()).then_some(LossExpr { terms, on_policy: None });
     (some(student), some(teacher))
 }
 

@@ -106,15 +106,38 @@ impl Term {
     }
 }
 
-/// Σ weightᵢ · termᵢ
+/// On-policy distillation (`gkd`): with probability `lambda` a step trains on the
+/// student's own continuations of the data's prompts, sampled at `temperature`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OnPolicy {
+    pub lambda: f64,
+    pub temperature: f64,
+    pub max_new: usize,
+    /// Sampled rows kept for reuse (0: none).
+    pub replay: usize,
+}
+
+impl OnPolicy {
+    pub fn describe(&self) -> String {
+        let mut s = format!("on-policy(lambda={}, T={}, max_new={}", fmt_num(self.lambda), fmt_num(self.temperature), self.max_new);
+        if self.replay > 0 {
+            s.push_str(&format!(", replay={}", self.replay));
+        }
+        s.push(')');
+        s
+    }
+}
+
+/// Σ weightᵢ · termᵢ, optionally on the student's own samples.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LossExpr {
     pub terms: Vec<(Schedule, Term)>,
+    pub on_policy: Option<OnPolicy>,
 }
 
 impl LossExpr {
     pub fn single(term: Term) -> Self {
-        LossExpr { terms: vec![(Schedule::Const(1.0), term)] }
+        LossExpr { terms: vec![(Schedule::Const(1.0), term)], on_policy: None }
     }
 
     pub fn needs_teacher(&self) -> bool {
@@ -122,15 +145,13 @@ impl LossExpr {
     }
 
     pub fn scaled(&self, w: &Schedule) -> LossExpr {
-        LossExpr {
-            terms: self.terms.iter().map(|(x, t)| (mul_weights(x, w), t.clone())).collect(),
-        }
+        LossExpr { terms: self.terms.iter().map(|(x, t)| (mul_weights(x, w), t.clone())).collect(), on_policy: self.on_policy }
     }
 
     pub fn plus(&self, other: &LossExpr) -> LossExpr {
         let mut terms = self.terms.clone();
         terms.extend(other.terms.iter().cloned());
-        LossExpr { terms }
+        LossExpr { terms, on_policy: self.on_policy.or(other.on_policy) }
     }
 
     /// Distinct temperatures the terms need: the engine computes one log-softmax each.
@@ -163,6 +184,9 @@ impl LossExpr {
             };
             out.push_str(sign);
             out.push_str(&term);
+        }
+        if let Some(p) = &self.on_policy {
+            out.push_str(&format!(" on {}", p.describe()));
         }
         out
     }

@@ -13,7 +13,7 @@ pub mod train;
 
 pub use data::{DataSource, DataSpec};
 pub use graph::GraphMode;
-pub use loss::{LayerMap, LossExpr, Of, Term, TermKind};
+pub use loss::{LayerMap, LossExpr, Of, OnPolicy, Term, TermKind};
 pub use model::LlamaSpec;
 pub use optim::OptimSpec;
 pub use replay::{KeepRule, Subset};

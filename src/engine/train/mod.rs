@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod evaluate;
 mod graph;
+mod on_policy;
 pub mod report;
 mod step;
 
@@ -95,6 +96,14 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
     if losses.needs_teacher() && run.teacher.is_none() {
         return Err("the loss compares with a teacher, but there is none".into());
     }
+    let mut on_policy = match plan.loss.on_policy {
+        None => None,
+        Some(_) if !matches!(plan.data.source, crate::spec::DataSource::Chat { .. }) => {
+            return Err("gkd continues the data's prompts with the student's own samples, so it needs chat data: train on conversations(...)".into())
+        }
+        Some(_) if run.teacher_cache.is_some() => return Err("gkd scores the student's own samples, which no teacher cache holds: leave teacher_cache= out".into()),
+        Some(p) => Some(on_policy::OnPolicyRun::new(p, plan.seed)),
+    };
     let mut params: Vec<(String, tch::Tensor)> = run.student.vs.variables().into_iter().collect();
     params.extend(aux.variables().into_iter().map(|(n, t)| (format!("loss.{n}"), t)));
     let mut optimizer = Optimizer::new(&plan.optim, params);
@@ -154,8 +163,13 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
     for step in start..total {
         let lr = plan.lr.at(step, total);
         let indices: Vec<Vec<usize>> = (0..plan.accumulate).map(|_| sampler.next_batch(run.data.train.len(), plan.batch)).collect();
-        let denominator = indices.iter().map(|m| run.data.train.valid_tokens(m)).sum::<u64>().max(1) as f64;
-        let micro: Vec<Micro> = indices.iter().map(|i| Micro::load(run, i)).collect();
+        let mut denominator = indices.iter().map(|m| run.data.train.valid_tokens(m)).sum::<u64>().max(1) as f64;
+        let mut micro: Vec<Micro> = indices.iter().map(|i| Micro::load(run, i)).collect();
+        if let Some(op) = on_policy.as_mut() {
+            micro = op.apply(step, run.student, &run.special.eos, micro)?;
+            // The targets that count are now the sampled ones.
+            denominator = micro.iter().map(|m| m.mask.sum(tch::Kind::Double).double_value(&[])).sum::<f64>().max(1.0);
+        }
         losses.set_values(&mut stepper.values, step, total, denominator);
         optimizer.set_lr(lr);
         if capture && captured.is_none() && step >= start + graph::WARMUP_STEPS {
@@ -244,6 +258,9 @@ pub fn train(run: &Run, log: &mut dyn FnMut(&str)) -> Result<Outcome, String> {
         }
     }
     progress.finish();
+    if let Some(op) = &on_policy {
+        log(&format!("on-policy: {} of {} steps trained on the student's own samples ({} tokens sampled)", op.sampled_steps, total - start, op.sampled_tokens));
+    }
     if run.bench {
         let mut steady: Vec<f64> = speeds.iter().skip(2.min(speeds.len().saturating_sub(1))).copied().collect();
         steady.sort_by(|a, b| a.total_cmp(b));
