@@ -85,11 +85,31 @@ fn layer_map(a: &Args) -> Result<LayerMap, Diagnostic> {
     }
 }
 
+/// `T=`: a KL-family term's temperature.
+fn temperature_param() -> super::ParamSpec {
+    param("T", Kinds::SCALAR, Num(1.0), "temperature (number or schedule)")
+}
+
+/// A DistiLLM skew term: a temperature and the skew `a`, default 0.1.
+fn skewed(name: &'static str, skew: &'static str, doc: &'static str, example: &'static str, run: super::RunFn) -> Builtin {
+    Builtin {
+        name,
+        family: Family::Losses,
+        params: vec![temperature_param(), param("a", Kinds::NUMBER, Num(0.1), skew).range(Range::OpenUnit)],
+        returns: Kinds::LOSS,
+        doc,
+        example,
+        run,
+        pure: true,
+        slots: &[],
+    }
+}
+
 fn tempered(name: &'static str, kind: TermKind, doc: &'static str, example: &'static str) -> Builtin {
     Builtin {
         name,
         family: Family::Losses,
-        params: vec![param("T", Kinds::SCALAR, Num(1.0), "temperature (number or schedule)")],
+        params: vec![temperature_param()],
         returns: Kinds::LOSS,
         doc,
         example,
@@ -124,7 +144,7 @@ pub fn constants() -> Vec<(&'static str, Value, &'static str)> {
 }
 
 pub fn table() -> Vec<Builtin> {
-    let t = || param("T", Kinds::SCALAR, Num(1.0), "temperature (number or schedule)");
+    let t = temperature_param;
     let layers = || param("layers", Kinds::LIST, Optional, "[[student, teacher], ...] layer pairs, or every(n)");
     vec![
         tempered("kl", TermKind::Kl, "forward KL(teacher ‖ student) on tempered distributions", "kl(T=2)*T^2"),
@@ -141,28 +161,12 @@ pub fn table() -> Vec<Builtin> {
             pure: true,
             slots: &[],
         },
-        Builtin {
-            name: "skl",
-            family: Family::Losses,
-            params: vec![t(), param("a", Kinds::NUMBER, Num(0.1), "skew: KL(p ‖ a·p + (1−a)·q)").range(Range::OpenUnit)],
-            returns: Kinds::LOSS,
-            doc: "skew KL divergence (DistiLLM): KL(teacher ‖ a·teacher + (1−a)·student)",
-            example: "skl(T=1, a=0.1)",
-            run: |_, a| Ok(term(TermKind::Skl, temperature(a)?, Some(a.num("a")?), None)),
-            pure: true,
-            slots: &[],
-        },
-        Builtin {
-            name: "srkl",
-            family: Family::Losses,
-            params: vec![t(), param("a", Kinds::NUMBER, Num(0.1), "skew: KL(q ‖ (1−a)·p + a·q)").range(Range::OpenUnit)],
-            returns: Kinds::LOSS,
-            doc: "skew reverse KL divergence (DistiLLM): KL(student ‖ (1−a)·teacher + a·student)",
-            example: "srkl(T=1, a=0.1)",
-            run: |_, a| Ok(term(TermKind::Srkl, temperature(a)?, Some(a.num("a")?), None)),
-            pure: true,
-            slots: &[],
-        },
+        skewed("skl", "skew: KL(p ‖ a·p + (1−a)·q)", "skew KL divergence (DistiLLM): KL(teacher ‖ a·teacher + (1−a)·student)", "skl(T=1, a=0.1)", |_, a| {
+            Ok(term(TermKind::Skl, temperature(a)?, Some(a.num("a")?), None))
+        }),
+        skewed("srkl", "skew: KL(q ‖ (1−a)·p + a·q)", "skew reverse KL divergence (DistiLLM): KL(student ‖ (1−a)·teacher + a·student)", "srkl(T=1, a=0.1)", |_, a| {
+            Ok(term(TermKind::Srkl, temperature(a)?, Some(a.num("a")?), None))
+        }),
         Builtin {
             name: "gkd",
             family: Family::Losses,

@@ -26,8 +26,8 @@ fn decoding(a: &Args, temperature: f64) -> Result<Decoding, Diagnostic> {
     })
 }
 
-/// `prompts=`: a file, or a list of user messages.
-fn prompt_list(interp: &Interp, a: &Args) -> Result<Vec<Vec<Message>>, Diagnostic> {
+/// `prompts=`: a file, or a list of user messages; `system` goes before each that has none.
+fn prompt_list(interp: &Interp, a: &Args, system: Option<&str>) -> Result<Vec<Vec<Message>>, Diagnostic> {
     let user = |s: &str| vec![Message { role: "user".into(), content: s.to_string() }];
     let mut prompts = match a.get("prompts") {
         Some(Value::Str(p)) => synth::read_prompts(&interp.resolve_path(&p)).map_err(|e| a.error("prompts", e))?,
@@ -43,9 +43,9 @@ fn prompt_list(interp: &Interp, a: &Args) -> Result<Vec<Vec<Message>>, Diagnosti
     if prompts.is_empty() {
         return Err(a.error("prompts", "there are no prompts to answer"));
     }
-    if let Some(system) = a.opt_str("system")?.filter(|_| a.boolean("keep_system").unwrap_or(true)) {
+    if let Some(system) = system {
         for p in prompts.iter_mut().filter(|p| p[0].role != "system") {
-            p.insert(0, Message { role: "system".into(), content: system.clone() });
+            p.insert(0, Message { role: "system".into(), content: system.to_string() });
         }
     }
     Ok(prompts)
@@ -59,17 +59,16 @@ fn run_synthesize(interp: &mut Interp, a: &Args) -> Result<Value, Diagnostic> {
     let teacher = teacher_arg(interp, a)?;
     let tok = tokenizer_for(interp, a, "teacher", &teacher)?;
     let render = chat_renderer(a, &teacher, &tok)?;
-    let prompts = prompt_list(interp, a)?;
+    // keep_system=false: the teacher sees the system message, the data does not.
+    let system = a.opt_str("system")?;
+    let keep = a.boolean("keep_system")?;
+    let prompts = prompt_list(interp, a, system.as_deref().filter(|_| keep))?;
     let out = interp.resolve_path(&a.string("out")?);
     let mut answers = Answers::open(&out).map_err(|e| a.error("out", e))?;
     let w = weights(a, "teacher", &teacher)?;
     let d = decoding(a, a.num("T")?)?;
     let mut log = |line: &str| interp.say(&format!("synthesize: {line}"));
-    // keep_system=false: the teacher sees the system message, the data does not.
-    let hidden = match a.opt_str("system")? {
-        Some(content) if !a.boolean("keep_system")? => Some(Message { role: "system".into(), content }),
-        _ => None,
-    };
+    let hidden = system.filter(|_| !keep).map(|content| Message { role: "system".into(), content });
     let report = synth::synthesize(&w, &tok.tokenizer, &render, &teacher.eos, &prompts, hidden.as_ref(), a.count("n")?, &mut answers, &d, &mut log)
         .map_err(|e| Diagnostic::error(e).label(a.call_span, "synthesizing here"))?;
     interp.say(&format!("{} → {}", report.describe(), out.display()));

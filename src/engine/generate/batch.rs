@@ -37,18 +37,8 @@ struct Row {
 
 /// Checks what `generate` checks, per request.
 fn check(model: &Llama, requests: &[Request]) -> Result<(), String> {
-    let context = model.max_seq() as usize;
-    let vocab = model.spec.vocab.unwrap_or(0) as u32;
     for (i, r) in requests.iter().enumerate() {
-        if r.prompt.is_empty() {
-            return Err(format!("prompt {i} is empty: give at least one token"));
-        }
-        if r.prompt.len() >= context {
-            return Err(format!("prompt {i} has {} tokens but the model's context is {context}", r.prompt.len()));
-        }
-        if let Some(bad) = r.prompt.iter().find(|&&t| t >= vocab) {
-            return Err(format!("prompt {i}: token id {bad} is outside the model's vocabulary of {vocab}"));
-        }
+        super::check_prompt(model, &r.prompt).map_err(|e| format!("prompt {i}: {e}"))?;
     }
     Ok(())
 }

@@ -26,6 +26,23 @@ pub enum Stop {
     Interrupted,
 }
 
+/// Why `model` cannot continue `prompt`, if it cannot: empty, no room left in its
+/// context, or an id outside its vocabulary.
+pub(crate) fn check_prompt(model: &crate::engine::llama::Llama, prompt: &[u32]) -> Result<(), String> {
+    if prompt.is_empty() {
+        return Err("the prompt is empty: give at least one token".into());
+    }
+    let context = model.max_seq() as usize;
+    if prompt.len() >= context {
+        return Err(format!("the prompt has {} tokens but the model's context is {context}", prompt.len()));
+    }
+    let vocab = model.spec.vocab.unwrap_or(0) as u32;
+    match prompt.iter().find(|&&t| t >= vocab) {
+        Some(bad) => Err(format!("token id {bad} is outside the model's vocabulary of {vocab}")),
+        None => Ok(()),
+    }
+}
+
 /// Generates up to `max` tokens after `prompt` through a fresh `decoder`. `on_token`
 /// sees each new token and returns false to stop early. Returns the new tokens (without an EOS) and why it
 /// stopped.
@@ -37,18 +54,9 @@ pub fn generate(
     eos: &[u32],
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<(Vec<u32>, Stop), String> {
-    if prompt.is_empty() {
-        return Err("the prompt is empty: give at least one token".into());
-    }
     let model = decoder.model();
+    check_prompt(model, prompt)?;
     let context = model.max_seq() as usize;
-    if prompt.len() >= context {
-        return Err(format!("the prompt has {} tokens but the model's context is {context}", prompt.len()));
-    }
-    let vocab = model.spec.vocab.unwrap_or(0) as u32;
-    if let Some(bad) = prompt.iter().find(|&&t| t >= vocab) {
-        return Err(format!("token id {bad} is outside the model's vocabulary of {vocab}"));
-    }
     let mut rng = Rng(sampling.seed ^ 0x6b64_6c5f_7361_6d70);
     let mut out = Vec::new();
     let ids: Vec<i64> = prompt.iter().map(|&t| t as i64).collect();
